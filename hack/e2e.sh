@@ -1,0 +1,544 @@
+#!/usr/bin/env bash
+# End-to-end test of imagegate against a real kube-apiserver.
+#
+# Starts etcd, kube-apiserver and imagegate on free loopback ports with
+# throwaway certificates, wires the apiserver to imagegate with the files in
+# examples/apiserver/ (so the documented configuration is what gets tested),
+# drives the cluster with kubectl as a user would, and checks what the user
+# sees. No kubelet runs: pods stay Pending, which is all admission needs.
+#
+# Usage: hack/e2e.sh [SCENARIO...]      (default: all; see SCENARIOS below)
+# Environment:
+#   IMAGEGATE_BIN=path    test this imagegate binary instead of building
+#                         ./cmd/imagegate
+#   E2E_KEEP_WORK=1       keep the temporary directory (logs, certificates,
+#                         audit log) and print where it is
+#   IMAGEGATE_CACHE_DIR   where kube-apiserver/kubectl are cached (see
+#                         hack/install-e2e-tools.sh)
+#
+# Prints PASS/FAIL per check, and ends with the line "N passed, N failed".
+# Exits non-zero when any check failed; then it also prints the tail of every
+# component's log.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+EXAMPLES="$ROOT/examples/apiserver"
+REGISTRY=registry.my.com
+SCENARIOS=(image_policy_webhook fail_closed)
+
+# ---------------------------------------------------------------------------
+# Output and bookkeeping
+
+PASSED=0
+FAILED=0
+T0=$SECONDS
+
+say() { printf '==> [%3ds] %s\n' $((SECONDS - T0)) "$*"; }
+indent() { sed 's/^/      | /'; }
+pass() {
+	PASSED=$((PASSED + 1))
+	printf 'PASS: %s\n' "$1"
+}
+# fail DESCRIPTION [DETAIL]
+fail() {
+	FAILED=$((FAILED + 1))
+	printf 'FAIL: %s\n' "$1"
+	if [[ -n ${2-} ]]; then printf '%s\n' "$2" | indent; fi
+}
+die() {
+	printf 'ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+# wait_for DESCRIPTION SECONDS PID CMD...: poll CMD every 0.5 s until it
+# succeeds; give up after SECONDS, or at once when process PID (if not "-")
+# has exited.
+wait_for() {
+	local desc=$1 timeout=$2 pid=$3 start=$SECONDS
+	shift 3
+	until "$@" >/dev/null 2>&1; do
+		if [[ $pid != - ]] && ! kill -0 "$pid" 2>/dev/null; then
+			die "$desc: the process exited (see its log below)"
+		fi
+		if ((SECONDS - start >= timeout)); then
+			die "$desc: not ready after ${timeout}s"
+		fi
+		sleep 0.5
+	done
+	say "$desc: ready after $((SECONDS - start))s"
+}
+
+# ---------------------------------------------------------------------------
+# Processes: each component runs in the background with its output in
+# $LOGS/NAME.log and is stopped by PID.
+
+declare -A PIDS=()
+
+# start NAME CMD...
+start() {
+	local name=$1
+	shift
+	printf '\n===== %s: starting %s\n' "$(date -u +%FT%TZ)" "$*" >>"$LOGS/$name.log"
+	"$@" >>"$LOGS/$name.log" 2>&1 &
+	PIDS[$name]=$!
+	say "started $name (pid $!)"
+}
+
+# stop NAME: SIGTERM, wait up to 30 s, then SIGKILL.
+stop() {
+	local name=$1 pid=${PIDS[$1]-} i
+	[[ -n $pid ]] || return 0
+	unset "PIDS[$name]"
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 60; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.5
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		say "$name (pid $pid) still running after 30s: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	say "stopped $name (pid $pid)"
+}
+
+dump_logs() {
+	local f
+	for f in "$LOGS"/etcd.log "$LOGS"/kube-apiserver.log "$LOGS"/imagegate.log; do
+		[[ -f $f ]] || continue
+		printf '\n----- last 40 lines of %s\n' "$(basename "$f")"
+		tail -n 40 "$f"
+	done
+	printf -- '-----\n\n'
+}
+
+cleanup() {
+	local rc=$?
+	set +e
+	trap - EXIT INT TERM
+	if ((rc != 0 && FAILED == 0)); then
+		fail "the e2e run aborted before its checks finished (exit code $rc)"
+	fi
+	if ((FAILED > 0)) && [[ -n ${LOGS-} ]]; then
+		dump_logs
+	fi
+	# Order matters: imagegate, then the apiserver, then etcd. An apiserver
+	# that loses etcd first hangs on to its port for a while.
+	stop imagegate
+	stop kube-apiserver
+	stop etcd
+	if [[ -n ${WORK-} ]]; then
+		if [[ -n ${E2E_KEEP_WORK-} ]]; then
+			say "kept $WORK"
+		else
+			rm -rf "$WORK"
+		fi
+	fi
+	say "done in $((SECONDS - T0))s"
+	printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
+	if ((FAILED > 0)); then exit 1; fi
+	exit 0
+}
+
+# free_port VAR: set VAR to a loopback TCP port that nothing listens on and that
+# this run has not handed out yet.
+TAKEN_PORTS=" "
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 30000))
+		[[ $TAKEN_PORTS == *" $p "* ]] && continue
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			TAKEN_PORTS+="$p "
+			printf -v "$1" '%s' "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# subst FILE OLD NEW: replace the literal text OLD by NEW in FILE, and fail when
+# OLD is not there (the documented example changed: update this script).
+subst() {
+	local file=$1 old=$2 new=$3
+	grep -qF -- "$old" "$file" || die "$file: expected to find '$old' (examples/apiserver changed?)"
+	sed -i "s|$(sed_quote "$old")|$(sed_quote "$new")|g" "$file"
+}
+# sed_quote TEXT: TEXT with sed's special characters (for s|...|...|) escaped.
+sed_quote() { sed 's/[][\\.*^$|&/]/\\&/g' <<<"$1"; }
+
+# ---------------------------------------------------------------------------
+# Set-up
+
+make_certs() {
+	local pki=$WORK/pki
+	mkdir -p "$pki"
+	(
+		cd "$pki"
+		openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout ca.key -out ca.crt \
+			-subj "/CN=imagegate-e2e-ca" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign"
+		printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+			"extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment" \
+			"basicConstraints=CA:FALSE" >serving.ext
+		# Serving certificates: one for imagegate, one for the apiserver.
+		local name
+		for name in imagegate kube-apiserver; do
+			openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$name"
+			openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+				-days 1 -extfile serving.ext -out "$name.crt"
+		done
+		# The apiserver's service-account token signing pair.
+		openssl genrsa -out sa.key 2048
+		openssl rsa -in sa.key -pubout -out sa.pub
+	) >>"$LOGS/openssl.log" 2>&1 || die "openssl failed: $(tail -n 5 "$LOGS/openssl.log")"
+	say "certificates made in $pki"
+}
+
+# The documented apiserver-side wiring from examples/apiserver/, copied and
+# pointed at this run's imagegate. Only paths, the URL and the cache TTLs
+# change: short TTLs so that the apiserver's decision cache never answers for
+# imagegate across checks.
+write_apiserver_config() {
+	local cfg=$WORK/apiserver
+	mkdir -p "$cfg"
+	cp "$EXAMPLES/admission-config.yaml" "$EXAMPLES/imagegate-kubeconfig.yaml" \
+		"$EXAMPLES/audit-policy.yaml" "$cfg/"
+	subst "$cfg/admission-config.yaml" \
+		"kubeConfigFile: /etc/kubernetes/imagegate/imagegate-kubeconfig.yaml" \
+		"kubeConfigFile: $cfg/imagegate-kubeconfig.yaml"
+	subst "$cfg/admission-config.yaml" "allowTTL: 50" "allowTTL: 1"
+	subst "$cfg/admission-config.yaml" "denyTTL: 50" "denyTTL: 1"
+	grep -q '^ *defaultAllow: false' "$cfg/admission-config.yaml" ||
+		die "examples/apiserver/admission-config.yaml no longer says defaultAllow: false"
+	subst "$cfg/imagegate-kubeconfig.yaml" \
+		"server: https://imagegate.example.internal:8443/image-policy" \
+		"server: https://127.0.0.1:$IMAGEGATE_PORT/image-policy"
+	subst "$cfg/imagegate-kubeconfig.yaml" \
+		"certificate-authority: /etc/kubernetes/imagegate/ca.crt" \
+		"certificate-authority: $WORK/pki/ca.crt"
+
+	TOKEN=$(openssl rand -hex 16)
+	printf '%s,e2e-admin,e2e-admin,system:masters\n' "$TOKEN" >"$cfg/tokens.csv"
+	AUDIT_LOG=$WORK/audit.log
+
+	export KUBECONFIG=$WORK/kubeconfig KUBECACHEDIR=$WORK/kube-cache
+	cat >"$KUBECONFIG" <<-EOF
+		apiVersion: v1
+		kind: Config
+		clusters:
+		  - name: e2e
+		    cluster:
+		      server: https://127.0.0.1:$APISERVER_PORT
+		      certificate-authority: $WORK/pki/ca.crt
+		users:
+		  - name: e2e-admin
+		    user:
+		      token: $TOKEN
+		contexts:
+		  - name: e2e
+		    context: {cluster: e2e, user: e2e-admin, namespace: default}
+		current-context: e2e
+	EOF
+}
+
+start_etcd() {
+	start etcd etcd --name e2e --data-dir "$WORK/etcd" \
+		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+		--advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+		--initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER_PORT"
+	wait_for etcd 60 "${PIDS[etcd]}" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_apiserver() {
+	local cfg=$WORK/apiserver
+	start kube-apiserver "$K8S_BIN/kube-apiserver" \
+		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+		--secure-port="$APISERVER_PORT" \
+		--cert-dir="$WORK/apiserver-certs" \
+		--tls-cert-file="$WORK/pki/kube-apiserver.crt" \
+		--tls-private-key-file="$WORK/pki/kube-apiserver.key" \
+		--service-account-issuer=https://kubernetes.default.svc \
+		--service-account-key-file="$WORK/pki/sa.pub" \
+		--service-account-signing-key-file="$WORK/pki/sa.key" \
+		--service-cluster-ip-range=10.96.0.0/16 \
+		--endpoint-reconciler-type=none \
+		--token-auth-file="$cfg/tokens.csv" \
+		--authorization-mode=AlwaysAllow \
+		--disable-admission-plugins=ServiceAccount \
+		--enable-admission-plugins=ImagePolicyWebhook \
+		--admission-control-config-file="$cfg/admission-config.yaml" \
+		--audit-policy-file="$cfg/audit-policy.yaml" \
+		--audit-log-path="$AUDIT_LOG" \
+		--v=2
+	# /readyz first, then the default namespace, which the apiserver creates
+	# in the background after it says it is ready.
+	wait_for "kube-apiserver /readyz" 120 "${PIDS[kube-apiserver]}" \
+		"$KUBECTL" get --raw /readyz
+	wait_for "namespace default" 60 "${PIDS[kube-apiserver]}" \
+		"$KUBECTL" get namespace default
+}
+
+start_imagegate() {
+	start imagegate "$IMAGEGATE" serve \
+		--listen "127.0.0.1:$IMAGEGATE_PORT" \
+		--tls-cert-file "$WORK/pki/imagegate.crt" \
+		--tls-key-file "$WORK/pki/imagegate.key" \
+		--registry-whitelist "$REGISTRY" \
+		--reject-latest=true \
+		--allow-break-glass=true \
+		--log-format=json --log-level=debug
+	wait_for "imagegate /readyz" 30 "${PIDS[imagegate]}" \
+		curl -fsS --cacert "$WORK/pki/ca.crt" "https://127.0.0.1:$IMAGEGATE_PORT/readyz"
+}
+
+# ---------------------------------------------------------------------------
+# Checks. Each prints one PASS or FAIL line; on FAIL it shows what kubectl said.
+
+# kc ARGS...: run the built kubectl; sets KC_OUT (stdout and stderr) and KC_RC.
+kc() {
+	KC_RC=0
+	KC_OUT=$("$KUBECTL" --request-timeout=60s "$@" 2>&1) || KC_RC=$?
+}
+
+# expect_created DESCRIPTION -- KUBECTL-ARGS...: the command succeeds.
+expect_created() {
+	local desc=$1
+	shift
+	[[ ${1-} == -- ]] && shift
+	kc "$@"
+	if ((KC_RC == 0)); then
+		pass "$desc"
+	else
+		fail "$desc" "kubectl $* (exit $KC_RC):"$'\n'"$KC_OUT"
+	fi
+}
+
+# expect_refused DESCRIPTION REGEX... -- KUBECTL-ARGS...: the command fails and
+# its output matches every extended REGEX. What kubectl said is shown either way.
+expect_refused() {
+	local desc=$1 regexes=() re missing=()
+	shift
+	while (($#)) && [[ $1 != -- ]]; do
+		regexes+=("$1")
+		shift
+	done
+	shift
+	kc "$@"
+	for re in "${regexes[@]}"; do
+		grep -Eq -- "$re" <<<"$KC_OUT" || missing+=("$re")
+	done
+	if ((KC_RC != 0 && ${#missing[@]} == 0)); then
+		pass "$desc"
+		printf '%s\n' "$KC_OUT" | indent
+	elif ((KC_RC == 0)); then
+		fail "$desc" "kubectl $* succeeded, expected a refusal:"$'\n'"$KC_OUT"
+	else
+		fail "$desc" "kubectl $* (exit $KC_RC) did not match: ${missing[*]}"$'\n'"$KC_OUT"
+	fi
+}
+
+# expect_output DESCRIPTION WANT -- KUBECTL-ARGS...: the command succeeds and
+# prints WANT (a literal substring).
+expect_output() {
+	local desc=$1 want=$2
+	shift 2
+	[[ ${1-} == -- ]] && shift
+	kc "$@"
+	if ((KC_RC == 0)) && [[ $KC_OUT == *"$want"* ]]; then
+		pass "$desc"
+	else
+		fail "$desc" "kubectl $* (exit $KC_RC), expected to see '$want':"$'\n'"$KC_OUT"
+	fi
+}
+
+# expect_audit DESCRIPTION VERB NAME [SUBRESOURCE] -- KEY=VALUE...: the
+# apiserver's audit log has an event for that request on pod NAME whose
+# annotations include every KEY=VALUE. The log is written as the request
+# finishes, so poll for a few seconds.
+expect_audit() {
+	local desc=$1 verb=$2 name=$3 sub="" kv start=$SECONDS events ev found=
+	shift 3
+	if [[ ${1-} != -- ]]; then
+		sub=$1
+		shift
+	fi
+	shift
+	while [[ -z $found ]] && ((SECONDS - start < 10)); do
+		events=$(jq -cR --arg name "$name" --arg verb "$verb" --arg sub "$sub" '
+			fromjson? | select(.objectRef.resource == "pods" and .objectRef.name == $name
+				and .verb == $verb and (.objectRef.subresource // "") == $sub
+				and .stage == "ResponseComplete") | .annotations // {}' "$AUDIT_LOG" 2>/dev/null || true)
+		while IFS= read -r ev; do
+			[[ -n $ev ]] || continue
+			for kv in "$@"; do
+				jq -e --arg k "${kv%%=*}" --arg v "${kv#*=}" '.[$k] == $v' <<<"$ev" >/dev/null || continue 2
+			done
+			found=$ev
+			break
+		done <<<"$events"
+		[[ -n $found ]] || sleep 0.5
+	done
+	if [[ -n $found ]]; then
+		pass "$desc"
+		printf '%s\n' "$found" | indent
+	else
+		fail "$desc" "no audit event for $verb pods/$name${sub:+/$sub} with $*; the events for it:
+$(jq -cR --arg name "$name" 'fromjson? | select(.objectRef.name == $name) | {verb, stage, subresource: .objectRef.subresource, annotations}' "$AUDIT_LOG" 2>/dev/null)"
+	fi
+}
+
+# Image names unique to this run, for checks that must not be answered by the
+# apiserver's decision cache.
+fresh_image() { printf '%s/e2e-%s-%s:1.0' "$REGISTRY" "$RUN_ID" "$1"; }
+
+# ---------------------------------------------------------------------------
+# Scenarios. To add one: write scenario_NAME and add NAME to SCENARIOS.
+
+DENIED='image policy webhook backend denied one or more images: '
+
+# Issue 3 §1: the ImagePolicyWebhook path, as a user of kubectl sees it.
+scenario_image_policy_webhook() {
+	say "scenario: ImagePolicyWebhook admission"
+
+	expect_created "pod from $REGISTRY with a tag is created" -- \
+		run good --image="$REGISTRY/prometheus:2.6.1" --restart=Never
+	expect_refused "pod from docker.io (prometheus:2.6.1) is refused: registry not allowed" \
+		'pods "hub" is forbidden' "$DENIED" 'image "prometheus:2\.6\.1"' 'is not allowed' -- \
+		run hub --image=prometheus:2.6.1 --restart=Never
+	expect_refused "pod with a :latest image is refused: latest tag" \
+		'pods "latest" is forbidden' "$DENIED" 'image "registry\.my\.com/x:latest"' 'latest' -- \
+		run latest --image="$REGISTRY/x:latest" --restart=Never
+	expect_refused "pod with an untagged image is refused" \
+		'pods "untagged" is forbidden' "$DENIED" 'image "registry\.my\.com/x"' 'latest' -- \
+		run untagged --image="$REGISTRY/x" --restart=Never
+
+	# One init container and two containers, two of them bad: one review,
+	# one refusal naming both bad images and not the good one.
+	kc create -f "$ROOT/hack/e2e/mixed-pod.yaml"
+	local desc="pod with 1 init + 2 containers, 2 bad, is refused with one message naming both"
+	local problems=()
+	((KC_RC != 0)) || problems+=("it was created")
+	[[ $(grep -o "$DENIED" <<<"$KC_OUT" | wc -l) -eq 1 ]] || problems+=("not exactly one denial message")
+	[[ $KC_OUT == *'pods "mixed" is forbidden'* ]] || problems+=("no 'pods \"mixed\" is forbidden'")
+	[[ $KC_OUT == *'image "busybox:1.36"'* ]] || problems+=("init container image busybox:1.36 not named")
+	[[ $KC_OUT == *'image "registry.my.com/sidecar:latest"'* ]] || problems+=("registry.my.com/sidecar:latest not named")
+	[[ $KC_OUT != *'image "registry.my.com/app:1.0"'* ]] || problems+=("the good image registry.my.com/app:1.0 is named too")
+	if ((${#problems[@]} == 0)); then
+		pass "$desc"
+		printf '%s\n' "$KC_OUT" | indent
+	else
+		fail "$desc" "$(
+			IFS=';'
+			echo "${problems[*]}"
+		)"$'\n'"$KC_OUT"
+	fi
+
+	# Break-glass: a pod that would be refused is let in by its annotation,
+	# and the apiserver's audit log records imagegate's audit annotations
+	# (prefixed by the plugin with imagepolicywebhook.image-policy.k8s.io/).
+	expect_created "break-glass pod (ops.image-policy.k8s.io/break-glass=true) with a docker.io image is created" -- \
+		run breakglass --image=prometheus:2.6.1 --restart=Never \
+		--annotations=ops.image-policy.k8s.io/break-glass=true \
+		--annotations=ops.image-policy.k8s.io/ticket=INC-1234
+	expect_audit "audit log holds imagegate's break-glass=true and ticket=INC-1234 for the break-glass pod" \
+		create breakglass -- \
+		imagepolicywebhook.image-policy.k8s.io/break-glass=true \
+		imagepolicywebhook.image-policy.k8s.io/ticket=INC-1234
+	expect_created "break-glass pod (ops.image-policy.k8s.io/INC-999: break-glass) is created" -- \
+		run breakglass-ticket --image=prometheus:2.6.1 --restart=Never \
+		--annotations=ops.image-policy.k8s.io/INC-999=break-glass
+	expect_audit "audit log holds break-glass=true for the ticket-keyed break-glass pod" \
+		create breakglass-ticket -- imagepolicywebhook.image-policy.k8s.io/break-glass=true
+
+	# Ephemeral containers (kubectl debug) go through the
+	# pods/ephemeralcontainers subresource, which the plugin reviews too. The
+	# pod is Pending (no kubelet) but ephemeral containers can still be added.
+	expect_refused "kubectl debug with a docker.io image on the (Pending) good pod is refused" \
+		'pods "good" is forbidden' "$DENIED" 'image "busybox:1\.36"' 'is not allowed' -- \
+		debug good --image=busybox:1.36 --container=debug-bad
+	expect_created "kubectl debug with a $REGISTRY image is allowed" -- \
+		debug good --image="$REGISTRY/debug-tools:1.0" --container=debug-good
+	expect_output "the allowed ephemeral container is on the pod, the refused one is not" "debug-good" -- \
+		get pod good -o 'jsonpath={.spec.ephemeralContainers[*].name}'
+	if [[ $KC_OUT == *debug-bad* ]]; then fail "the refused ephemeral container debug-bad is on the pod" "$KC_OUT"; fi
+}
+
+# Issue 3 §2: imagegate down means pods are refused (defaultAllow: false);
+# back up, it works again. Fresh image names, so that no cached decision can
+# answer instead of imagegate.
+scenario_fail_closed() {
+	say "scenario: imagegate stopped, then restarted"
+	stop imagegate
+	expect_refused "imagegate down: a pod with a $REGISTRY image is refused (fail closed)" \
+		'pods "down" is forbidden' -- \
+		run down --image="$(fresh_image down)" --restart=Never
+
+	start_imagegate
+	expect_created "imagegate restarted: a pod with a $REGISTRY image is created" -- \
+		run up --image="$(fresh_image up)" --restart=Never
+	expect_refused "imagegate restarted: a docker.io image is refused with imagegate's reason" \
+		'pods "up-hub" is forbidden' "$DENIED" 'image "e2e-[0-9a-z-]+:1\.0"' 'is not allowed' -- \
+		run up-hub --image="e2e-$RUN_ID-hub:1.0" --restart=Never
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+	local selected=("$@") s
+	((${#selected[@]})) || selected=("${SCENARIOS[@]}")
+	for s in "${selected[@]}"; do
+		declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: ${SCENARIOS[*]})"
+	done
+
+	# From here on, any exit prints the summary line and cleans up.
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+
+	local t=$SECONDS
+	K8S_BIN=$("$ROOT/hack/install-e2e-tools.sh")
+	KUBECTL=$K8S_BIN/kubectl
+	say "tools ready in $((SECONDS - t))s: $K8S_BIN"
+
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/imagegate-e2e.XXXXXX")
+	LOGS=$WORK/logs
+	mkdir -p "$LOGS"
+	RUN_ID=$(printf '%04x%04x' $RANDOM $RANDOM)
+
+	if [[ -n ${IMAGEGATE_BIN-} ]]; then
+		IMAGEGATE=$IMAGEGATE_BIN
+		say "using imagegate binary $IMAGEGATE"
+	else
+		t=$SECONDS
+		IMAGEGATE=$WORK/imagegate
+		(cd "$ROOT" && go build -o "$IMAGEGATE" ./cmd/imagegate) || die "go build ./cmd/imagegate failed"
+		say "built imagegate in $((SECONDS - t))s"
+	fi
+
+	free_port ETCD_PORT
+	free_port ETCD_PEER_PORT
+	free_port APISERVER_PORT
+	free_port IMAGEGATE_PORT
+	say "ports: etcd $ETCD_PORT/$ETCD_PEER_PORT, kube-apiserver $APISERVER_PORT, imagegate $IMAGEGATE_PORT"
+	make_certs
+	write_apiserver_config
+
+	t=$SECONDS
+	start_etcd
+	start_imagegate
+	start_apiserver
+	say "control plane up in $((SECONDS - t))s; $("$KUBECTL" version 2>/dev/null | tr '\n' ' ')"
+
+	for s in "${selected[@]}"; do
+		t=$SECONDS
+		"scenario_$s"
+		say "scenario $s took $((SECONDS - t))s"
+	done
+}
+
+main "$@"

@@ -1,0 +1,219 @@
+// Package cli implements imagegate's command line: flags, then config, then
+// the serve, check and version subcommands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/server"
+	"github.com/imagegate/imagegate/pkg/version"
+)
+
+// Exit codes.
+const (
+	ExitOK     = 0 // success; check: every image allowed
+	ExitDenied = 1 // check: at least one image denied; serve: failed
+	ExitUsage  = 2 // bad flags or arguments
+)
+
+// App is the command line. Its fields are its environment, so tests can
+// capture output and replace the server.
+type App struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Serve runs the server with the final config; tests replace it to
+	// check flag and environment precedence without listening.
+	Serve func(ctx context.Context, cfg config.Config, log *slog.Logger) error
+}
+
+// New returns the App wired to the process's environment.
+func New() *App {
+	return &App{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Serve: RunServer}
+}
+
+const usage = `imagegate decides which container images a Kubernetes cluster may run.
+
+Usage:
+  imagegate serve [flags]            serve the ImagePolicyWebhook backend over HTTPS
+  imagegate check [flags] IMAGE...   judge images offline with the same policy flags
+  imagegate version                  print the version
+
+Run 'imagegate COMMAND --help' for a command's flags. For kube-image-bouncer
+compatibility, flags without a command mean 'serve'.
+`
+
+// Run runs the command line args (without the program name) and returns the
+// process exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(a.Stderr, usage)
+		return ExitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch {
+	case cmd == "serve":
+		return a.serve(ctx, rest)
+	case cmd == "check":
+		return a.check(rest)
+	case cmd == "version":
+		fmt.Fprintln(a.Stdout, version.String())
+		return ExitOK
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(a.Stdout, usage)
+		return ExitOK
+	case strings.HasPrefix(cmd, "-"):
+		return a.serve(ctx, args) // kube-image-bouncer had no subcommands
+	default:
+		fmt.Fprintf(a.Stderr, "imagegate: unknown command %q\n\n%s", cmd, usage)
+		return ExitUsage
+	}
+}
+
+// parse parses args into fs, printing help or the error. ok is false when
+// the caller should return code.
+func (a *App) parse(fs *pflag.FlagSet, args []string) (code int, ok bool) {
+	fs.SetOutput(a.Stderr)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		fs.SetOutput(a.Stdout)
+		fs.Usage()
+		return ExitOK, false
+	case err != nil:
+		return ExitUsage, false // pflag printed the error and usage
+	}
+	return 0, true
+}
+
+func (a *App) serve(ctx context.Context, args []string) int {
+	cfg := config.Default()
+	if err := cfg.ApplyEnv(a.Getenv); err != nil {
+		fmt.Fprintf(a.Stderr, "imagegate serve: %v\n", err)
+		return ExitUsage
+	}
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	cfg.AddServeFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: imagegate serve [flags]\n\nServe the ImagePolicyWebhook backend (POST %s) over HTTPS.\n\nFlags:\n%s", server.PathImagePolicy, fs.FlagUsages())
+	}
+	if code, ok := a.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(a.Stderr, "imagegate serve: unexpected arguments %q\n", fs.Args())
+		return ExitUsage
+	}
+	if fs.Changed("listen") && fs.Changed("port") {
+		fmt.Fprintln(a.Stderr, "imagegate serve: use --listen or --port, not both")
+		return ExitUsage
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(a.Stderr, "imagegate serve: invalid configuration:\n%v\n", err)
+		return ExitUsage
+	}
+	log := newLogger(cfg, a.Stderr)
+	if err := a.Serve(ctx, cfg, log); err != nil {
+		log.Error("imagegate stopped", "err", err)
+		return ExitDenied
+	}
+	return ExitOK
+}
+
+// RunServer compiles the policy, then serves until ctx is done.
+func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	p, err := compilePolicy(cfg.Policy, log)
+	if err != nil {
+		return err
+	}
+	var active atomic.Pointer[policy.Policy]
+	active.Store(p)
+	srv, err := server.New(cfg, &active, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,
+		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode())
+	return srv.ListenAndServe(ctx)
+}
+
+func compilePolicy(pc config.PolicyConfig, log *slog.Logger) (*policy.Policy, error) {
+	opts, err := pc.Options()
+	if err != nil {
+		return nil, err
+	}
+	p, err := policy.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	for _, w := range p.Warnings() {
+		log.Warn("policy warning", "warning", w)
+	}
+	return p, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	level, _ := config.ParseLogLevel(cfg.LogLevel) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func (a *App) check(args []string) int {
+	pc := config.DefaultPolicy()
+	if err := pc.ApplyEnv(a.Getenv); err != nil {
+		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
+		return ExitUsage
+	}
+	fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
+	pc.AddFlags(fs)
+	namespace := fs.String("namespace", "default", "namespace the pod would run in")
+	annotations := fs.StringToString("annotation", nil, "pod annotation key=value, repeatable (e.g. ops.image-policy.k8s.io/break-glass=true)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: imagegate check [flags] IMAGE...
+
+Judge each image as 'imagegate serve' would with the same flags, one line per
+image: outcome, image, then its normalised form or what is wrong.
+Exit status: 0 all allowed, 1 any denied, 2 usage error.
+
+Flags:
+%s`, fs.FlagUsages())
+	}
+	if code, ok := a.parse(fs, args); !ok {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(a.Stderr, "imagegate check: name at least one image")
+		return ExitUsage
+	}
+	p, err := compilePolicy(pc, slog.New(slog.NewTextHandler(a.Stderr, nil)))
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
+		return ExitUsage
+	}
+	code := ExitOK
+	for _, image := range fs.Args() {
+		d := p.Evaluate(policy.Input{Namespace: *namespace, Images: []policy.Image{{Ref: image}}, Annotations: *annotations})
+		detail := d.Reason()
+		if detail == "" {
+			detail, _ = policy.Normalize(image) // allowed, so it parses
+		}
+		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail)
+		if !d.Allowed {
+			code = ExitDenied
+		}
+	}
+	return code
+}

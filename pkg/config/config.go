@@ -1,0 +1,214 @@
+// Package config holds imagegate's settings: their defaults, their flags,
+// the kube-image-bouncer compatible environment variables, and validation.
+//
+// Precedence, lowest first: Default(), then environment variables
+// (ApplyEnv), then command-line flags. AddServeFlags and AddPolicyFlags
+// register every flag with the struct's current value as its default, so
+// calling them after ApplyEnv makes flags win and shows the effective
+// defaults in --help.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// Config is everything `imagegate serve` needs.
+type Config struct {
+	// Listen is the HTTPS listen address for reviews.
+	Listen string
+	// Port is kube-image-bouncer's --port; when non-zero it overrides the
+	// port of Listen.
+	Port int
+	// TLSCertFile and TLSKeyFile hold the serving certificate and key (PEM).
+	TLSCertFile string
+	TLSKeyFile  string
+	// ClientCAFile, when set, makes the server require client certificates
+	// signed by one of its CAs.
+	ClientCAFile string
+	// RequestTimeout bounds the handling of one review.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds how long in-flight reviews may finish on SIGTERM.
+	ShutdownTimeout time.Duration
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+
+	Policy PolicyConfig
+}
+
+// PolicyConfig is the part of Config that `imagegate check` shares with
+// `imagegate serve`.
+type PolicyConfig struct {
+	// RegistryWhitelist lists allowed registries and repository paths.
+	RegistryWhitelist []string
+	// RejectLatest denies untagged and :latest images without a digest.
+	RejectLatest bool
+	// AllowBreakGlass honours break-glass annotations (always audited).
+	AllowBreakGlass bool
+	// Mode is enforce or warn.
+	Mode string
+}
+
+// Default returns the settings used when nothing else is said.
+func Default() Config {
+	return Config{
+		Listen:          ":8443",
+		RequestTimeout:  10 * time.Second,
+		ShutdownTimeout: 25 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		Policy:          DefaultPolicy(),
+	}
+}
+
+// DefaultPolicy returns the default policy settings: reject latest, allow
+// audited break-glass, enforce, and no registry whitelist.
+func DefaultPolicy() PolicyConfig {
+	return PolicyConfig{RejectLatest: true, AllowBreakGlass: true, Mode: string(policy.ModeEnforce)}
+}
+
+// Environment variables accepted for drop-in compatibility with
+// kube-image-bouncer.
+const (
+	EnvCertificate       = "BOUNCER_CERTIFICATE"
+	EnvKey               = "BOUNCER_KEY"
+	EnvPort              = "BOUNCER_PORT"
+	EnvRegistryWhitelist = "BOUNCER_REGISTRY_WHITELIST"
+)
+
+// ApplyEnv reads kube-image-bouncer's environment variables through getenv.
+func (c *Config) ApplyEnv(getenv func(string) string) error {
+	if v := getenv(EnvCertificate); v != "" {
+		c.TLSCertFile = v
+	}
+	if v := getenv(EnvKey); v != "" {
+		c.TLSKeyFile = v
+	}
+	if v := getenv(EnvPort); v != "" {
+		port, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: not a port number", EnvPort, v)
+		}
+		c.Port = port
+	}
+	return c.Policy.ApplyEnv(getenv)
+}
+
+// ApplyEnv reads BOUNCER_REGISTRY_WHITELIST through getenv.
+func (p *PolicyConfig) ApplyEnv(getenv func(string) string) error {
+	if v := getenv(EnvRegistryWhitelist); v != "" {
+		p.RegistryWhitelist = SplitList(v)
+	}
+	return nil
+}
+
+// AddServeFlags registers the server flags, including kube-image-bouncer's
+// aliases (--cert/-c, --key/-k, --port/-p), and the policy flags.
+func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTPS address to serve reviews on, host:port")
+	fs.IntVarP(&c.Port, "port", "p", c.Port, "port to serve on (kube-image-bouncer alias; overrides the port of --listen)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "serving certificate, PEM (required)")
+	fs.StringVarP(&c.TLSCertFile, "cert", "c", c.TLSCertFile, "alias of --tls-cert-file (kube-image-bouncer)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "private key of the serving certificate, PEM (required)")
+	fs.StringVarP(&c.TLSKeyFile, "key", "k", c.TLSKeyFile, "alias of --tls-key-file (kube-image-bouncer)")
+	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "if set, require client certificates signed by a CA in this PEM bundle")
+	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "upper bound for handling one review")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "on SIGTERM, how long in-flight reviews may take to finish")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	c.Policy.AddFlags(fs)
+}
+
+// AddFlags registers the policy flags shared by serve and check.
+func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
+	fs.StringSliceVar(&p.RegistryWhitelist, "registry-whitelist", p.RegistryWhitelist,
+		"allowed registries (host[:port]) and repository paths (host[:port]/path), comma-separated and repeatable; empty allows every registry")
+	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
+	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
+	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
+}
+
+// Options compiles the policy settings into policy options.
+func (p PolicyConfig) Options() (policy.Options, error) {
+	mode, err := policy.ParseMode(p.Mode)
+	if err != nil {
+		return policy.Options{}, fmt.Errorf("--mode: %w", err)
+	}
+	return policy.Options{
+		RegistryWhitelist: SplitList(strings.Join(p.RegistryWhitelist, ",")),
+		RejectLatest:      p.RejectLatest,
+		AllowBreakGlass:   p.AllowBreakGlass,
+		Mode:              mode,
+	}, nil
+}
+
+// Validate checks the server settings; it does not read any file.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required: the apiserver only calls webhooks over HTTPS (make run generates a throwaway pair)"))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d: out of range", c.Port))
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--request-timeout %s: must be positive", c.RequestTimeout))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must not be negative", c.ShutdownTimeout))
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if _, err := c.Policy.Options(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Address returns the listen address with --port applied.
+func (c *Config) Address() string {
+	if c.Port == 0 {
+		return c.Listen
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		host = "" // --listen is only a default here; --port names the port
+	}
+	return net.JoinHostPort(host, strconv.Itoa(c.Port))
+}
+
+// ParseLogLevel parses a --log-level value.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// SplitList splits comma-separated values, trimming blanks and dropping
+// empty items, so "a, b,,c" is [a b c].
+func SplitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

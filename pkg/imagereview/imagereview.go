@@ -1,0 +1,106 @@
+// Package imagereview translates the kube-apiserver's ImagePolicyWebhook
+// wire format, imagepolicy.k8s.io/v1alpha1 ImageReview, to a policy.Input and
+// a policy.Decision back to an ImageReview status.
+//
+// A policy denial is an ordinary answer (status.allowed false): the
+// apiserver treats anything but a 2xx reply as a backend failure and then
+// applies its defaultAllow, so only a request that is not an ImageReview at
+// all is an error.
+package imagereview
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"k8s.io/api/imagepolicy/v1alpha1"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// APIVersion and Kind are the only ImageReview type this package speaks.
+const (
+	APIVersion = "imagepolicy.k8s.io/v1alpha1"
+	Kind       = "ImageReview"
+)
+
+// Decode parses an ImageReview request body. Unknown fields are tolerated so
+// a newer apiserver's additions do not break reviews; a wrong apiVersion or
+// kind, malformed JSON or trailing data are errors that say what was wrong.
+func Decode(body []byte) (*v1alpha1.ImageReview, error) {
+	var review v1alpha1.ImageReview
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&review); err != nil {
+		return nil, fmt.Errorf("decode ImageReview: %w", describeJSONError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("decode ImageReview: unexpected data after the JSON object")
+	}
+	if review.APIVersion != APIVersion || review.Kind != Kind {
+		return nil, fmt.Errorf("expected apiVersion %q and kind %q, got apiVersion %q and kind %q", APIVersion, Kind, review.APIVersion, review.Kind)
+	}
+	return &review, nil
+}
+
+// describeJSONError adds the byte offset to syntax errors, which
+// encoding/json keeps out of the message.
+func describeJSONError(err error) error {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
+	}
+	if errors.Is(err, io.EOF) {
+		return errors.New("empty body")
+	}
+	return err
+}
+
+// Input converts a review's spec to the policy's input. ImageReviews carry no
+// container names, only images, in pod order.
+func Input(review *v1alpha1.ImageReview) policy.Input {
+	images := make([]policy.Image, len(review.Spec.Containers))
+	for i, c := range review.Spec.Containers {
+		images[i] = policy.Image{Ref: c.Image}
+	}
+	return policy.Input{
+		Namespace:   review.Spec.Namespace,
+		Images:      images,
+		Annotations: review.Spec.Annotations,
+	}
+}
+
+// Response is the reply body: the request's apiVersion and kind and the
+// status. Spec and metadata are not echoed; the apiserver reads only status.
+type Response struct {
+	APIVersion string                     `json:"apiVersion"`
+	Kind       string                     `json:"kind"`
+	Status     v1alpha1.ImageReviewStatus `json:"status"`
+}
+
+// NewResponse renders a decision as an ImageReview reply.
+func NewResponse(d *policy.Decision) Response {
+	return Response{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Status: v1alpha1.ImageReviewStatus{
+			Allowed:          d.Allowed,
+			Reason:           d.Reason(),
+			AuditAnnotations: d.AuditAnnotations,
+		},
+	}
+}
+
+// Review decodes body and judges it with p, returning the input it judged,
+// the decision and the reply to encode. An error means body is not an
+// ImageReview and deserves a 400.
+func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
+	review, err := Decode(body)
+	if err != nil {
+		return policy.Input{}, policy.Decision{}, Response{}, err
+	}
+	in := Input(review)
+	d := p.Evaluate(in)
+	return in, d, NewResponse(&d), nil
+}
