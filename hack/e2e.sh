@@ -457,12 +457,16 @@ scenario_image_policy_webhook() {
 
 	# Ephemeral containers (kubectl debug) go through the
 	# pods/ephemeralcontainers subresource, which the plugin reviews too. The
-	# pod is Pending (no kubelet) but ephemeral containers can still be added.
+	# pod is Pending (no kubelet) but ephemeral containers can still be added:
+	# nothing in their validation asks for a node. The plugin reviews only the
+	# pod's ephemeral containers then, not its other containers. (--profile is
+	# explicit because kubectl 1.34 warns that its default, legacy, is
+	# deprecated.)
 	expect_refused "kubectl debug with a docker.io image on the (Pending) good pod is refused" \
 		'pods "good" is forbidden' "$DENIED" 'image "busybox:1\.36"' 'is not allowed' -- \
-		debug good --image=busybox:1.36 --container=debug-bad
+		debug good --profile=general --image=busybox:1.36 --container=debug-bad
 	expect_created "kubectl debug with a $REGISTRY image is allowed" -- \
-		debug good --image="$REGISTRY/debug-tools:1.0" --container=debug-good
+		debug good --profile=general --image="$REGISTRY/debug-tools:1.0" --container=debug-good
 	expect_output "the allowed ephemeral container is on the pod, the refused one is not" "debug-good" -- \
 		get pod good -o 'jsonpath={.spec.ephemeralContainers[*].name}'
 	if [[ $KC_OUT == *debug-bad* ]]; then fail "the refused ephemeral container debug-bad is on the pod" "$KC_OUT"; fi
@@ -475,7 +479,7 @@ scenario_fail_closed() {
 	say "scenario: imagegate stopped, then restarted"
 	stop imagegate
 	expect_refused "imagegate down: a pod with a $REGISTRY image is refused (fail closed)" \
-		'pods "down" is forbidden' -- \
+		'pods "down" is forbidden: Post "https://127\.0\.0\.1:[0-9]+/image-policy\?timeout=30s"' 'connection refused' -- \
 		run down --image="$(fresh_image down)" --restart=Never
 
 	start_imagegate

@@ -44,18 +44,17 @@ APT_UPDATED=
 apt_install() {
 	# A fresh machine's package lists may be empty or stale: refresh them once
 	# unless every package already has an install candidate.
-	local pkg need_update=
+	local pkg policy need_update=
 	for pkg in "$@"; do
-		if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-			need_update=1
-		fi
+		policy=$(apt-cache policy "$pkg" 2>/dev/null || true)
+		[[ $policy == *"Candidate: "[0-9]* ]] || need_update=1
 	done
 	if [[ -n $need_update && -z $APT_UPDATED ]]; then
 		timed "apt-get update" as_root apt-get update -qq >&2
 		APT_UPDATED=1
 	fi
 	timed "apt-get install $*" as_root env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends "$@" >&2
+		apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$@" >&2
 }
 
 # Debian's packages for the commands e2e.sh uses.
