@@ -1,0 +1,119 @@
+package imagereview_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/distribution/reference"
+
+	"github.com/imagegate/imagegate/pkg/imagereview"
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+func corpusPolicy(t testing.TB) *policy.Policy {
+	t.Helper()
+	p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDecode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		body    string
+		wantErr string // empty: must decode
+	}{
+		{name: "apiserver request", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{"creationTimestamp":null},"spec":{"containers":[{"image":"a:1"}],"namespace":"ns"},"status":{"allowed":false}}`},
+		{name: "unknown fields are tolerated", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"new":true}}`},
+		{name: "whitespace around the object", body: " \n{\"kind\":\"ImageReview\",\"apiVersion\":\"imagepolicy.k8s.io/v1alpha1\"}\n "},
+		{name: "empty", body: ``, wantErr: "decode ImageReview: empty body"},
+		{name: "truncated", body: `{"kind":`, wantErr: "unexpected EOF"},
+		{name: "two objects", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1"} {}`, wantErr: "unexpected data after the JSON object"},
+		{name: "wrong version", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1beta1"}`, wantErr: `got apiVersion "imagepolicy.k8s.io/v1beta1"`},
+		{name: "admission review", body: `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}`, wantErr: `expected apiVersion "imagepolicy.k8s.io/v1alpha1" and kind "ImageReview"`},
+		{name: "image is a number", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":5}]}}`, wantErr: "cannot unmarshal number"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := imagereview.Decode([]byte(tc.body))
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("Decode: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("Decode error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestReviewCarriesNamespaceAnnotationsAndOrder(t *testing.T) {
+	t.Parallel()
+	body := `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"b:1"},{"image":"a:1"}],"namespace":"team-a","annotations":{"x.image-policy.k8s.io/break-glass":"true"}}}`
+	in, d, resp, err := imagereview.Review(corpusPolicy(t), []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Namespace != "team-a" || len(in.Images) != 2 || in.Images[0].Ref != "b:1" || in.Images[1].Ref != "a:1" {
+		t.Errorf("Input = %+v, want namespace team-a and images b:1, a:1 in order", in)
+	}
+	if d.Outcome != policy.OutcomeBreakGlass || !resp.Status.Allowed || resp.Status.AuditAnnotations["break-glass"] != "true" {
+		t.Errorf("got outcome %s, status %+v; want an audited break-glass allow", d.Outcome, resp.Status)
+	}
+	if resp.APIVersion != imagereview.APIVersion || resp.Kind != imagereview.Kind {
+		t.Errorf("reply type %s/%s, want %s/%s", resp.APIVersion, resp.Kind, imagereview.APIVersion, imagereview.Kind)
+	}
+}
+
+// FuzzDecodeImageReview feeds arbitrary bodies to the adapter: it never
+// panics, every decoded body gets a typed reply, and a clean allow under a
+// registry.my.com whitelist only ever covers registry.my.com images.
+func FuzzDecodeImageReview(f *testing.F) {
+	for _, s := range []string{
+		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"registry.my.com/a:1"}]}}`,
+		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"registry.my.com.evil.io/a:1"}],"annotations":{"a.image-policy.k8s.io/break-glass":"true"}}}`,
+		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[]}}`,
+		`{"kind":"ImageReview"}`, `[]`, `null`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	p := corpusPolicy(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		review, err := imagereview.Decode(body)
+		_, d, resp, rerr := imagereview.Review(p, body)
+		if (err == nil) != (rerr == nil) {
+			t.Fatalf("Decode and Review disagree: %v / %v", err, rerr)
+		}
+		if err != nil {
+			return
+		}
+		if resp.APIVersion != imagereview.APIVersion || resp.Kind != imagereview.Kind {
+			t.Fatalf("reply type %s/%s", resp.APIVersion, resp.Kind)
+		}
+		if _, err := json.Marshal(resp); err != nil {
+			t.Fatalf("reply does not encode: %v", err)
+		}
+		if resp.Status.Allowed != d.Allowed || (!d.Allowed && resp.Status.Reason == "") {
+			t.Fatalf("status %+v does not render decision %s", resp.Status, d.Outcome)
+		}
+		if !d.Allowed {
+			return
+		}
+		if len(review.Spec.Containers) == 0 {
+			t.Fatal("allowed a review without images")
+		}
+		for _, c := range review.Spec.Containers {
+			named, err := reference.ParseNormalizedNamed(c.Image)
+			if err != nil {
+				t.Fatalf("allowed unparsable image %q", c.Image)
+			}
+			if d.Outcome == policy.OutcomeAllowed && strings.ToLower(reference.Domain(named)) != "registry.my.com" {
+				t.Fatalf("allowed %q from %s", c.Image, reference.Domain(named))
+			}
+		}
+	})
+}

@@ -1,0 +1,404 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/server"
+	"github.com/imagegate/imagegate/pkg/server/servertest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden response files from the current output")
+
+// testPolicy is the policy every golden file is judged under; it matches
+// the README's quick start.
+var testPolicy = policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true}
+
+type fixture struct {
+	srv  *server.Server
+	cfg  config.Config
+	ca   *servertest.CA
+	logs *bytes.Buffer
+}
+
+func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	ca, certFile, keyFile := servertest.ServingPair(t, dir)
+	cfg := config.Default()
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := policy.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var active atomic.Pointer[policy.Policy]
+	active.Store(p)
+	logs := &bytes.Buffer{}
+	srv, err := server.New(cfg, &active, slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs}
+}
+
+// lockedWriter serialises writes from concurrent handlers in tests.
+type lockedWriter struct {
+	mu chan struct{}
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	if l.mu == nil {
+		l.mu = make(chan struct{}, 1)
+	}
+	l.mu <- struct{}{}
+	defer func() { <-l.mu }()
+	return l.w.Write(p)
+}
+
+func post(h http.Handler, path, contentType string, body []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// TestImageReviewGolden pins the whole reply for each request under
+// testdata/imagereview and for each sample in examples/imagereview, byte
+// for byte. Run `go test ./pkg/server -run Golden -update` to regenerate on
+// purpose, then review the diff.
+func TestImageReviewGolden(t *testing.T) {
+	t.Parallel()
+	h := newFixture(t, testPolicy, nil).srv.Handler()
+	requests, _ := filepath.Glob("testdata/imagereview/*.request.json")
+	examples, _ := filepath.Glob("../../examples/imagereview/*.json")
+	if len(requests) < 10 || len(examples) < 3 {
+		t.Fatalf("found %d golden requests and %d examples, want the full set", len(requests), len(examples))
+	}
+	for _, reqFile := range append(requests, examples...) {
+		golden := strings.TrimSuffix(reqFile, ".request.json") + ".response.json"
+		if strings.Contains(reqFile, "examples") {
+			golden = filepath.Join("testdata/examples", strings.TrimSuffix(filepath.Base(reqFile), ".json")+".response.json")
+		}
+		t.Run(filepath.Base(reqFile), func(t *testing.T) {
+			t.Parallel()
+			body, err := os.ReadFile(reqFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := post(h, server.PathImagePolicy+"?timeout=30s", "application/json", body)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d, want 200: %s", rec.Code, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			var got bytes.Buffer
+			if err := json.Indent(&got, rec.Body.Bytes(), "", "  "); err != nil {
+				t.Fatalf("reply is not JSON: %v: %s", err, rec.Body)
+			}
+			got.WriteByte('\n')
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got.Bytes(), want) {
+				t.Errorf("reply differs from %s:\ngot:\n%s\nwant:\n%s", golden, got.Bytes(), want)
+			}
+			// Whatever the name promises, the verdict must agree.
+			allowed := strings.Contains(got.String(), `"allowed": true`)
+			if name := filepath.Base(reqFile); strings.HasPrefix(name, "denied") == allowed {
+				t.Errorf("%s answered allowed=%v", name, allowed)
+			}
+		})
+	}
+}
+
+func TestImageReviewAliasPathAnswersTheSame(t *testing.T) {
+	t.Parallel()
+	h := newFixture(t, testPolicy, nil).srv.Handler()
+	body, err := os.ReadFile("testdata/imagereview/denied-docker-hub-short-name.request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := post(h, server.PathImagePolicy, "application/json", body)
+	b := post(h, server.PathImagePolicyBouncer, "application/json", body)
+	if a.Code != 200 || b.Code != 200 || a.Body.String() != b.Body.String() {
+		t.Errorf("%s and %s differ: %d %s / %d %s", server.PathImagePolicy, server.PathImagePolicyBouncer, a.Code, a.Body, b.Code, b.Body)
+	}
+}
+
+func TestImageReviewRejectsRequestsThatAreNotImageReviews(t *testing.T) {
+	t.Parallel()
+	h := newFixture(t, testPolicy, nil).srv.Handler()
+	valid := `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"registry.my.com/x:1"}]}}`
+	tests := []struct {
+		name        string
+		method      string
+		path        string
+		contentType string
+		body        string
+		wantCode    int
+		wantBody    string // substring of the error message
+	}{
+		{name: "malformed JSON", body: `{"apiVersion":`, wantCode: 400, wantBody: "decode ImageReview: unexpected EOF"},
+		{name: "syntax error gives the offset", body: `{"apiVersion" "x"}`, wantCode: 400, wantBody: "at byte 15"},
+		{name: "empty body", body: ``, wantCode: 400, wantBody: "empty body"},
+		{name: "JSON that is not an object", body: `[1,2]`, wantCode: 400, wantBody: "cannot unmarshal array"},
+		{name: "wrong field type", body: `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":"nginx"}}`, wantCode: 400, wantBody: "cannot unmarshal string"},
+		{name: "trailing data", body: valid + `{}`, wantCode: 400, wantBody: "unexpected data after the JSON object"},
+		{name: "unknown apiVersion", body: strings.Replace(valid, "v1alpha1", "v1", 1), wantCode: 400, wantBody: `got apiVersion "imagepolicy.k8s.io/v1" and kind "ImageReview"`},
+		{name: "wrong kind", body: strings.Replace(valid, `"ImageReview"`, `"AdmissionReview"`, 1), wantCode: 400, wantBody: `kind "AdmissionReview"`},
+		{name: "missing type", body: `{"spec":{"containers":[{"image":"x:1"}]}}`, wantCode: 400, wantBody: `got apiVersion "" and kind ""`},
+		{name: "form content type", contentType: "application/x-www-form-urlencoded", body: valid, wantCode: 415, wantBody: "send application/json"},
+		{name: "no content type", contentType: "-", body: valid, wantCode: 415, wantBody: "send application/json"},
+		{name: "JSON with charset is fine", contentType: "application/json; charset=utf-8", body: valid, wantCode: 200, wantBody: `"allowed":true`},
+		{name: "oversized body", body: `{"apiVersion":"` + strings.Repeat("x", server.MaxRequestBytes) + `"}`, wantCode: 413, wantBody: "larger than"},
+		{name: "GET is not allowed", method: http.MethodGet, wantCode: 405, wantBody: "method GET is not allowed on /image-policy"},
+		{name: "PUT is not allowed", method: http.MethodPut, body: valid, wantCode: 405},
+		{name: "unknown path", path: "/validate-nothing", body: valid, wantCode: 404, wantBody: "reviews go to POST /image-policy"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			method, path, ct := tc.method, tc.path, tc.contentType
+			if method == "" {
+				method = http.MethodPost
+			}
+			if path == "" {
+				path = server.PathImagePolicy
+			}
+			req := httptest.NewRequest(method, path, strings.NewReader(tc.body))
+			switch ct {
+			case "":
+				req.Header.Set("Content-Type", "application/json")
+			case "-":
+			default:
+				req.Header.Set("Content-Type", ct)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.wantCode {
+				t.Errorf("status = %d, want %d (body %q)", rec.Code, tc.wantCode, rec.Body)
+			}
+			if !strings.Contains(rec.Body.String(), tc.wantBody) {
+				t.Errorf("body = %q, want it to contain %q", rec.Body, tc.wantBody)
+			}
+		})
+	}
+	// The server keeps serving after every bad request.
+	if rec := post(h, server.PathImagePolicy, "application/json", []byte(valid)); rec.Code != 200 {
+		t.Errorf("after bad requests, a valid review got %d", rec.Code)
+	}
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	t.Parallel()
+	h := newFixture(t, testPolicy, nil).srv.Handler()
+	for _, path := range []string{server.PathHealthz, server.PathReadyz} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		if rec.Code != 200 || rec.Body.String() != "ok\n" {
+			t.Errorf("GET %s = %d %q, want 200 ok", path, rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestDecisionLogging(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testPolicy, nil)
+	h := f.srv.Handler()
+	body := []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"team-a","containers":[{"image":"prometheus:2.6.1"}],"annotations":{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-9"}}}`)
+	if rec := post(h, server.PathImagePolicy, "application/json", body); rec.Code != 200 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(f.logs.Bytes(), &line); err != nil {
+		t.Fatalf("want one JSON log line, got %q: %v", f.logs, err)
+	}
+	for key, want := range map[string]any{"level": "WARN", "msg": "review", "namespace": "team-a", "outcome": "break-glass", "ticket": "INC-9"} {
+		if line[key] != want {
+			t.Errorf("log %s = %v, want %v (line %v)", key, line[key], want, line)
+		}
+	}
+	if strings.Contains(f.logs.String(), `"spec"`) {
+		t.Errorf("the request body was logged: %s", f.logs)
+	}
+}
+
+// serve starts the fixture on a loopback listener and returns its address
+// and a function that stops it and returns Serve's error.
+func (f *fixture) serve(t *testing.T) (addr string, stop func() error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Serve(ctx, ln) }()
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() { _ = stop() })
+	return ln.Addr().String(), stop
+}
+
+func client(tlsCfg *tls.Config) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+}
+
+func TestServeOverTLS(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testPolicy, nil)
+	addr, stop := f.serve(t)
+	body := `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"prometheus:2.6.1"}]}}`
+
+	resp, err := client(&tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS12}).Post("https://"+addr+server.PathImagePolicy, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST over TLS: %v", err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(got), `"allowed":false`) {
+		t.Errorf("POST = %d %s, want a 200 denial", resp.StatusCode, got)
+	}
+
+	_, err = client(&tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}).Get("https://" + addr + server.PathHealthz)
+	if err == nil {
+		t.Error("a TLS 1.1 client was served; want TLS 1.2 at least")
+	}
+
+	plain, err := http.Post("http://"+addr+server.PathImagePolicy, "application/json", strings.NewReader(body))
+	if err == nil {
+		defer plain.Body.Close()
+		if plain.StatusCode == 200 {
+			t.Error("plain HTTP was served a review")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Serve returned %v after shutdown, want nil", err)
+	}
+}
+
+func TestServeRequiresClientCertificateWithClientCA(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	clientCA := servertest.NewCA(t, dir, "apiserver")
+	clientCert, clientKey := clientCA.Issue(t, dir, "kube-apiserver")
+	otherCA := servertest.NewCA(t, dir, "other")
+	otherCert, otherKey := otherCA.Issue(t, dir, "intruder")
+
+	f := newFixture(t, testPolicy, func(c *config.Config) { c.ClientCAFile = clientCA.File })
+	addr, _ := f.serve(t)
+	url := "https://" + addr + server.PathHealthz
+	load := func(cert, key string) []tls.Certificate {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []tls.Certificate{pair}
+	}
+	tests := []struct {
+		name   string
+		certs  []tls.Certificate
+		wantOK bool
+	}{
+		{name: "no client certificate", certs: nil, wantOK: false},
+		{name: "certificate from another CA", certs: load(otherCert, otherKey), wantOK: false},
+		{name: "certificate from the client CA", certs: load(clientCert, clientKey), wantOK: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := client(&tls.Config{RootCAs: f.ca.Pool(), Certificates: tc.certs, MinVersion: tls.VersionTLS12}).Get(url)
+			if err == nil {
+				_ = resp.Body.Close()
+			}
+			if (err == nil) != tc.wantOK {
+				t.Errorf("GET with %s: err = %v, want ok=%v", tc.name, err, tc.wantOK)
+			}
+		})
+	}
+}
+
+func TestNewFailsClearlyOnBadTLSFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, certFile, keyFile := servertest.ServingPair(t, dir)
+	notPEM := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(*config.Config)
+		wantErr string
+	}{
+		{name: "missing certificate", edit: func(c *config.Config) { c.TLSCertFile = filepath.Join(dir, "nope.crt") }, wantErr: "load serving certificate"},
+		{name: "key does not match", edit: func(c *config.Config) { c.TLSKeyFile = notPEM }, wantErr: "garbage.pem"},
+		{name: "missing client CA", edit: func(c *config.Config) { c.ClientCAFile = filepath.Join(dir, "nope-ca.crt") }, wantErr: "load client CA"},
+		{name: "client CA without PEM", edit: func(c *config.Config) { c.ClientCAFile = notPEM }, wantErr: "no PEM certificate found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := config.Default()
+			cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+			tc.edit(&cfg)
+			var active atomic.Pointer[policy.Policy]
+			_, err := server.New(cfg, &active, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("New error = %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// BenchmarkImageReviewHandler measures one whole review in-process: body
+// read, decode, evaluate a 3-container pod, encode.
+func BenchmarkImageReviewHandler(b *testing.B) {
+	h := newFixture(b, testPolicy, nil).srv.Handler()
+	body := []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","metadata":{"creationTimestamp":null},"spec":{"containers":[{"image":"registry.my.com/team-a/app:1.4.2"},{"image":"registry.my.com/envoy:v1.29"},{"image":"nginx:latest"}],"annotations":{"ops.image-policy.k8s.io/owner":"team-a"},"namespace":"team-a"},"status":{"allowed":false}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if rec := post(h, server.PathImagePolicy, "application/json", body); rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+	}
+}
