@@ -455,6 +455,16 @@ scenario_image_policy_webhook() {
 	expect_audit "audit log holds break-glass=true for the ticket-keyed break-glass pod" \
 		create breakglass-ticket -- imagepolicywebhook.image-policy.k8s.io/break-glass=true
 
+	# The plugin reviews pod updates too (not status or other subresources):
+	# a metadata-only change to an admitted pod is allowed, but taking the
+	# break-glass annotation off a pod whose image is not allowed makes the
+	# update itself be refused.
+	expect_created "updating an admitted pod (kubectl label) is allowed" -- \
+		label pod good tier=web
+	expect_refused "removing the break-glass annotation from the break-glass pod is refused" \
+		'pods "breakglass" is forbidden' "$DENIED" 'image "prometheus:2\.6\.1"' 'is not allowed' -- \
+		annotate pod breakglass ops.image-policy.k8s.io/break-glass-
+
 	# Ephemeral containers (kubectl debug) go through the
 	# pods/ephemeralcontainers subresource, which the plugin reviews too. The
 	# pod is Pending (no kubelet) but ephemeral containers can still be added:

@@ -96,6 +96,8 @@ build_k8s() {
 		return
 	fi
 	mkdir -p "$BIN_DIR"
+	# Left-overs of interrupted builds: never used, just removed.
+	rm -f "$BIN_DIR/.$name.tmp."*
 	local tmp="$BIN_DIR/.$name.tmp.$$"
 	# Stamp the version the way Kubernetes' own build does, so that
 	# "--version", "kubectl version" and the apiserver's /version say
