@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -90,8 +92,9 @@ func (a *App) parse(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 		fs.SetOutput(a.Stdout)
 		fs.Usage()
 		return ExitOK, false
-	case err != nil:
-		return ExitUsage, false // pflag printed the error and usage
+	case err != nil: // with ContinueOnError, pflag prints nothing itself
+		fmt.Fprintf(a.Stderr, "imagegate %s: %v\nRun 'imagegate %s --help' for usage.\n", fs.Name(), err, fs.Name())
+		return ExitUsage, false
 	}
 	return 0, true
 }
@@ -117,6 +120,9 @@ func (a *App) serve(ctx context.Context, args []string) int {
 	if fs.Changed("listen") && fs.Changed("port") {
 		fmt.Fprintln(a.Stderr, "imagegate serve: use --listen or --port, not both")
 		return ExitUsage
+	}
+	if fs.Changed("listen") {
+		cfg.Port = 0 // the --listen flag names its port and beats BOUNCER_PORT
 	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate serve: invalid configuration:\n%v\n", err)
@@ -210,10 +216,28 @@ Flags:
 		if detail == "" {
 			detail, _ = policy.Normalize(image) // allowed, so it parses
 		}
-		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail)
+		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, escapeControl(detail))
 		if !d.Allowed {
 			code = ExitDenied
 		}
 	}
 	return code
+}
+
+// escapeControl writes control characters as Go escapes (\n, \x00), so a
+// reason quoting a hostile image keeps check's one line per image.
+func escapeControl(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

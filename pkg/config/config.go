@@ -153,7 +153,7 @@ func (p PolicyConfig) Options() (policy.Options, error) {
 	}, nil
 }
 
-// Validate checks the server settings; it does not read any file.
+// Validate checks the server and policy settings; it does not read any file.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
@@ -174,8 +174,12 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
-	if _, err := c.Policy.Options(); err != nil {
+	// Compile the policy too, so a bad --registry-whitelist entry is a
+	// configuration error (exit 2) before serving, as it is for check.
+	if opts, err := c.Policy.Options(); err != nil {
 		errs = append(errs, err)
+	} else if _, err := policy.New(opts); err != nil {
+		errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
 	}
 	return errors.Join(errs...)
 }
