@@ -9,10 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"unicode"
 
 	"github.com/spf13/pflag"
 
@@ -216,28 +214,10 @@ Flags:
 		if detail == "" {
 			detail, _ = policy.Normalize(image) // allowed, so it parses
 		}
-		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, escapeControl(detail))
+		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail) // reasons quote images, so one line each
 		if !d.Allowed {
 			code = ExitDenied
 		}
 	}
 	return code
-}
-
-// escapeControl writes control characters as Go escapes (\n, \x00), so a
-// reason quoting a hostile image keeps check's one line per image.
-func escapeControl(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

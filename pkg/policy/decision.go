@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -48,15 +49,17 @@ func (v Violation) String() string {
 }
 
 func (v Violation) writeTo(b *strings.Builder) {
+	// Quoting escapes control characters and quotes, so an image written to
+	// confuse the reader still reads as exactly one quoted string.
 	if v.Container != "" {
-		b.WriteString(`container "`)
-		b.WriteString(v.Container)
-		b.WriteString(`" `)
+		b.WriteString("container ")
+		b.WriteString(strconv.Quote(v.Container))
+		b.WriteByte(' ')
 	}
 	if v.Rule != RuleNoImages {
-		b.WriteString(`image "`)
-		b.WriteString(v.Image)
-		b.WriteString(`": `)
+		b.WriteString("image ")
+		b.WriteString(strconv.Quote(v.Image))
+		b.WriteString(": ")
 	}
 	b.WriteString(v.Message)
 }
