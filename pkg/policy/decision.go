@@ -30,6 +30,9 @@ func (r Rule) Overridable() bool {
 type Violation struct {
 	// Container names the container using the image, when known.
 	Container string
+	// Source says what Container names ("container" when empty), as in
+	// [Image].
+	Source string
 	// Image is the reference as written in the pod spec.
 	Image string
 	// Normalized is the fully qualified reference; empty when unparsable.
@@ -52,7 +55,12 @@ func (v Violation) writeTo(b *strings.Builder) {
 	// Quoting escapes control characters and quotes, so an image written to
 	// confuse the reader still reads as exactly one quoted string.
 	if v.Container != "" {
-		b.WriteString("container ")
+		if v.Source == "" {
+			b.WriteString("container ")
+		} else {
+			b.WriteString(v.Source)
+			b.WriteByte(' ')
+		}
 		b.WriteString(strconv.Quote(v.Container))
 		b.WriteByte(' ')
 	}

@@ -118,6 +118,10 @@ type Image struct {
 	// Container names the container using the image; empty when the caller
 	// does not know it (an ImageReview carries only images).
 	Container string
+	// Source says what Container names, for messages: "container" when
+	// empty; an adapter that reads whole pod specs also says "init
+	// container", "ephemeral container" or "volume" (an image volume).
+	Source string
 	// Ref is the image reference exactly as written in the pod spec.
 	Ref string
 }
@@ -173,7 +177,7 @@ func (p *Policy) checkImage(vs []Violation, img Image) []Violation {
 	}
 	if err != nil {
 		return append(vs, Violation{
-			Container: img.Container, Image: img.Ref, Rule: RuleInvalidReference,
+			Container: img.Container, Source: img.Source, Image: img.Ref, Rule: RuleInvalidReference,
 			Message: fmt.Sprintf("not a valid image reference (%v); write it as [registry[:port]/]repository[:tag][@digest], repository in lower case", err),
 		})
 	}
@@ -182,14 +186,14 @@ func (p *Policy) checkImage(vs []Violation, img Image) []Violation {
 		domain, path := reference.Domain(named), reference.Path(named)
 		if msg := p.registryProblem(domain, path); msg != "" {
 			vs = append(vs, Violation{
-				Container: img.Container, Image: img.Ref, Normalized: normalized, Rule: RuleRegistry, Message: msg,
+				Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: RuleRegistry, Message: msg,
 			})
 		}
 	}
 	if p.rejectLatest {
 		if msg := latestProblem(named); msg != "" {
 			vs = append(vs, Violation{
-				Container: img.Container, Image: img.Ref, Normalized: normalized, Rule: RuleLatestTag, Message: msg,
+				Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: RuleLatestTag, Message: msg,
 			})
 		}
 	}

@@ -198,6 +198,27 @@ func TestEvaluateReportsEveryViolationInOrder(t *testing.T) {
 	}
 }
 
+// Adapters that read whole pod specs say what uses an image; the reason
+// names it so a user finds the right field.
+func TestViolationNamesWhatUsesTheImage(t *testing.T) {
+	t.Parallel()
+	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	d := p.Evaluate(policy.Input{Images: []policy.Image{
+		{Container: "setup", Source: "init container", Ref: "busybox:1.36"},
+		{Container: "app", Ref: "nginx:1.25"},
+		{Container: "data", Source: "volume", Ref: "quay.io/x/data:1"},
+	}})
+	want := `init container "setup" image "busybox:1.36": registry docker.io is not allowed (allowed: registry.my.com); push or mirror the image to an allowed registry and use that reference; ` +
+		`container "app" image "nginx:1.25": registry docker.io is not allowed (allowed: registry.my.com); push or mirror the image to an allowed registry and use that reference; ` +
+		`volume "data" image "quay.io/x/data:1": registry quay.io is not allowed (allowed: registry.my.com); push or mirror the image to an allowed registry and use that reference`
+	if got := d.Reason(); got != want {
+		t.Errorf("Reason() =\n%s\nwant\n%s", got, want)
+	}
+	if got := d.Violations[2].Source; got != "volume" {
+		t.Errorf("Violations[2].Source = %q, want volume", got)
+	}
+}
+
 func TestEvaluateDeniesEmptyRequest(t *testing.T) {
 	t.Parallel()
 	p := mustPolicy(t, policy.Options{AllowBreakGlass: true})
