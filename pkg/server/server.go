@@ -1,7 +1,7 @@
 // Package server serves imagegate's webhooks over HTTPS: routing, TLS,
 // request limits, decision logging and graceful shutdown. It translates
-// nothing and decides nothing itself: the adapters (imagereview) turn bodies
-// into policy inputs and the policy decides.
+// nothing and decides nothing itself: the adapters (imagereview, admission)
+// turn bodies into policy inputs and the policy decides.
 package server
 
 import (
@@ -23,6 +23,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/imagegate/imagegate/pkg/admission"
 	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/imagereview"
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -32,11 +33,14 @@ import (
 // 3 MiB, and a pod spec cannot grow an ImageReview beyond that.
 const MaxRequestBytes = 3 << 20
 
-// Paths the server answers on. /image_policy is kube-image-bouncer's path,
-// kept so imagegate is a drop-in replacement.
+// Paths the server answers on. /image_policy and / are kube-image-bouncer's
+// paths for ImageReviews and AdmissionReviews, kept so imagegate is a drop-in
+// replacement.
 const (
 	PathImagePolicy        = "/image-policy"
 	PathImagePolicyBouncer = "/image_policy"
+	PathValidate           = "/validate"
+	PathValidateBouncer    = "/"
 	PathHealthz            = "/healthz"
 	PathReadyz             = "/readyz"
 )
@@ -89,7 +93,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, fmt.Sprintf("no endpoint at %s; reviews go to POST %s", r.URL.Path, PathImagePolicy), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no endpoint at %s; reviews go to POST %s (ImageReview) or POST %s (AdmissionReview)", r.URL.Path, PathImagePolicy, PathValidate), http.StatusNotFound)
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
@@ -99,6 +103,11 @@ func (s *Server) Handler() http.Handler {
 	}))
 	r.Method(http.MethodPost, PathImagePolicy, imagePolicy)
 	r.Method(http.MethodPost, PathImagePolicyBouncer, imagePolicy)
+	validate := s.timeout(s.review("validate", func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
+		return admission.Review(p, body)
+	}))
+	r.Method(http.MethodPost, PathValidate, validate)
+	r.Method(http.MethodPost, PathValidateBouncer, validate)
 	r.Get(PathHealthz, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	r.Get(PathReadyz, s.readyz)
 	return r

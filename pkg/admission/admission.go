@@ -1,0 +1,457 @@
+// Package admission translates the kube-apiserver's ValidatingAdmissionWebhook
+// wire format, admission.k8s.io/v1 and v1beta1 AdmissionReview, to a
+// policy.Input and a policy.Decision back to an AdmissionReview response.
+//
+// It reads Pods (including the pods/ephemeralcontainers subresource that
+// kubectl debug writes) and the pod templates of PodTemplate,
+// ReplicationController, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job
+// and CronJob, so a bad image is refused when the workload is applied rather
+// than later in a controller's events.
+//
+// The policy decides; this package only decides what the policy cannot be
+// asked about:
+//   - DELETE and CONNECT carry no pod to judge and pass.
+//   - UPDATE judges only the images the old object did not already have, so
+//     scaling or relabelling a workload that predates the policy is not
+//     blocked while any new image is. If no image is new, it passes.
+//   - A request it cannot read (no request, an unknown operation or kind, an
+//     object that does not decode) is denied with a message that says what
+//     it got: the webhook fails closed, in warn mode too.
+//
+// Like an ImageReview, a denial is an ordinary answer (HTTP 200 with
+// allowed false and status.code 403); only a body that is not an
+// AdmissionReview at all is an error.
+package admission
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"unicode"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// Kind is the only type this package speaks, in either of two versions.
+const Kind = "AdmissionReview"
+
+// The AdmissionReview versions this package reads and answers in.
+var (
+	APIVersionV1      = admissionv1.SchemeGroupVersion.String()
+	APIVersionV1beta1 = admissionv1beta1.SchemeGroupVersion.String()
+)
+
+// Sources label what uses an image in messages (see policy.Image.Source);
+// containers keep the policy's default label, "container".
+const (
+	SourceInitContainer      = "init container"
+	SourceEphemeralContainer = "ephemeral container"
+	SourceVolume             = "volume"
+)
+
+// envelope is the part of an AdmissionReview read before the version is
+// known.
+type envelope struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         json.RawMessage `json:"request,omitempty"`
+}
+
+// Decode parses an AdmissionReview body of either version. A v1beta1 request
+// is converted to the v1 types, which share its wire schema field for field;
+// the returned review keeps the apiVersion that was sent so the reply can
+// answer in it. Unknown fields are tolerated. Malformed JSON, trailing data,
+// a wrong apiVersion or kind, or a request whose fields have the wrong types
+// are errors that say what was wrong; a missing request is not (Review denies
+// it).
+func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
+	var env envelope
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&env); err != nil {
+		return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, errors.New("decode AdmissionReview: unexpected data after the JSON object")
+	}
+	if env.Kind != Kind || (env.APIVersion != APIVersionV1 && env.APIVersion != APIVersionV1beta1) {
+		return nil, fmt.Errorf("expected kind %q with apiVersion %q or %q, got apiVersion %q and kind %q",
+			Kind, APIVersionV1, APIVersionV1beta1, env.APIVersion, env.Kind)
+	}
+	review := &admissionv1.AdmissionReview{TypeMeta: env.TypeMeta}
+	if len(env.Request) == 0 || bytes.Equal(env.Request, []byte("null")) {
+		return review, nil
+	}
+	if env.APIVersion == APIVersionV1 {
+		review.Request = new(admissionv1.AdmissionRequest)
+		if err := json.Unmarshal(env.Request, review.Request); err != nil {
+			return nil, fmt.Errorf("decode AdmissionReview request: %w", err)
+		}
+		return review, nil
+	}
+	var req admissionv1beta1.AdmissionRequest
+	if err := json.Unmarshal(env.Request, &req); err != nil {
+		return nil, fmt.Errorf("decode AdmissionReview request: %w", err)
+	}
+	review.Request = fromV1beta1(&req)
+	return review, nil
+}
+
+// fromV1beta1 converts a v1beta1 request; the two versions differ only in
+// their defaults, not in their fields (TestV1beta1RequestConvertsEveryField
+// keeps it that way).
+func fromV1beta1(r *admissionv1beta1.AdmissionRequest) *admissionv1.AdmissionRequest {
+	return &admissionv1.AdmissionRequest{
+		UID:                r.UID,
+		Kind:               r.Kind,
+		Resource:           r.Resource,
+		SubResource:        r.SubResource,
+		RequestKind:        r.RequestKind,
+		RequestResource:    r.RequestResource,
+		RequestSubResource: r.RequestSubResource,
+		Name:               r.Name,
+		Namespace:          r.Namespace,
+		Operation:          admissionv1.Operation(r.Operation),
+		UserInfo:           r.UserInfo,
+		Object:             r.Object,
+		OldObject:          r.OldObject,
+		DryRun:             r.DryRun,
+		Options:            r.Options,
+	}
+}
+
+// describeJSONError adds the byte offset to syntax errors, which
+// encoding/json keeps out of the message.
+func describeJSONError(err error) error {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
+	}
+	if errors.Is(err, io.EOF) {
+		return errors.New("empty body")
+	}
+	return err
+}
+
+// podTemplateReader decodes an object of one kind and returns the template
+// of the pods it makes (for a Pod, the pod itself), or nil if it has none.
+type podTemplateReader func(raw []byte) (*corev1.PodTemplateSpec, metav1.TypeMeta, error)
+
+// reader adapts a typed accessor to a podTemplateReader.
+func reader[T any, PT interface {
+	*T
+	runtime.Object
+}](template func(PT) *corev1.PodTemplateSpec) podTemplateReader {
+	return func(raw []byte) (*corev1.PodTemplateSpec, metav1.TypeMeta, error) {
+		obj := PT(new(T))
+		if err := json.Unmarshal(raw, obj); err != nil {
+			return nil, metav1.TypeMeta{}, err
+		}
+		apiVersion, kind := obj.GetObjectKind().GroupVersionKind().ToAPIVersionAndKind()
+		return template(obj), metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, nil
+	}
+}
+
+func gvk(k schema.GroupVersionKind) metav1.GroupVersionKind {
+	return metav1.GroupVersionKind{Group: k.Group, Version: k.Version, Kind: k.Kind}
+}
+
+// kinds are the objects whose pods imagegate can judge. Break-glass
+// annotations come from the pod template's metadata, which the resulting
+// pods carry, never from the workload's own metadata: a Deployment allowed
+// by an annotation its pods lack would only move the denial to its pods.
+var kinds = map[metav1.GroupVersionKind]podTemplateReader{
+	gvk(corev1.SchemeGroupVersion.WithKind("Pod")): reader(func(p *corev1.Pod) *corev1.PodTemplateSpec {
+		return &corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec}
+	}),
+	gvk(corev1.SchemeGroupVersion.WithKind("PodTemplate")): reader(func(t *corev1.PodTemplate) *corev1.PodTemplateSpec { return &t.Template }),
+	gvk(corev1.SchemeGroupVersion.WithKind("ReplicationController")): reader(func(rc *corev1.ReplicationController) *corev1.PodTemplateSpec {
+		return rc.Spec.Template
+	}),
+	gvk(appsv1.SchemeGroupVersion.WithKind("Deployment")):  reader(func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }),
+	gvk(appsv1.SchemeGroupVersion.WithKind("ReplicaSet")):  reader(func(r *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &r.Spec.Template }),
+	gvk(appsv1.SchemeGroupVersion.WithKind("StatefulSet")): reader(func(s *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &s.Spec.Template }),
+	gvk(appsv1.SchemeGroupVersion.WithKind("DaemonSet")):   reader(func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template }),
+	gvk(batchv1.SchemeGroupVersion.WithKind("Job")):        reader(func(j *batchv1.Job) *corev1.PodTemplateSpec { return &j.Spec.Template }),
+	gvk(batchv1.SchemeGroupVersion.WithKind("CronJob")): reader(func(c *batchv1.CronJob) *corev1.PodTemplateSpec {
+		return &c.Spec.JobTemplate.Spec.Template
+	}),
+}
+
+// knownKinds is said in the message for a kind imagegate cannot read.
+const knownKinds = "v1 Pod (also pods/ephemeralcontainers), PodTemplate and ReplicationController, apps/v1 Deployment, ReplicaSet, StatefulSet and DaemonSet, batch/v1 Job and CronJob"
+
+// Input reads what the policy judges in req: its namespace, the images it
+// would add and the annotations of the pods it would make. judge is false
+// when there is nothing to judge (DELETE, CONNECT, or an UPDATE that adds no
+// image). An error means the request cannot be read and must be denied; it
+// says what was received.
+func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err error) {
+	if req == nil {
+		return policy.Input{}, false, errors.New("the AdmissionReview carries no request")
+	}
+	in.Namespace = req.Namespace
+	switch req.Operation {
+	case admissionv1.Delete, admissionv1.Connect:
+		return in, false, nil
+	case admissionv1.Create, admissionv1.Update:
+	default:
+		return in, false, fmt.Errorf("operation %q is not one imagegate knows (CREATE, UPDATE, DELETE, CONNECT)", req.Operation)
+	}
+	read, ok := kinds[req.Kind]
+	if !ok {
+		return in, false, fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the webhook's rules",
+			describeKind(req.Kind), describeResource(req), knownKinds)
+	}
+	tmpl, err := readObject(read, req, "request.object", req.Object.Raw)
+	if err != nil {
+		return in, false, err
+	}
+	in.Images = images(tmpl)
+	if tmpl != nil {
+		in.Annotations = tmpl.Annotations
+	}
+	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
+		old, err := readObject(read, req, "request.oldObject", req.OldObject.Raw)
+		if err != nil {
+			return in, false, err
+		}
+		in.Images = newImages(in.Images, images(old))
+		if len(in.Images) == 0 {
+			return in, false, nil
+		}
+	}
+	// A CREATE without images, or an UPDATE without an old object, is judged
+	// as it is: the policy denies a pod with no image.
+	return in, true, nil
+}
+
+func readObject(read podTemplateReader, req *admissionv1.AdmissionRequest, field string, raw []byte) (*corev1.PodTemplateSpec, error) {
+	kind := req.Kind
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(kind))
+	}
+	tmpl, meta, err := read(raw)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(kind), err)
+	}
+	if (meta.APIVersion != "" || meta.Kind != "") && (meta.Kind != kind.Kind || meta.APIVersion != apiVersion(kind)) {
+		return nil, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, meta.APIVersion, meta.Kind, describeKind(kind))
+	}
+	return tmpl, nil
+}
+
+// images lists every image a pod template would pull, in the order the
+// kubelet starts them: init containers, containers, ephemeral containers,
+// then image volumes.
+func images(tmpl *corev1.PodTemplateSpec) []policy.Image {
+	if tmpl == nil {
+		return nil
+	}
+	spec := &tmpl.Spec
+	out := make([]policy.Image, 0, len(spec.InitContainers)+len(spec.Containers)+len(spec.EphemeralContainers))
+	for _, c := range spec.InitContainers {
+		out = append(out, policy.Image{Container: c.Name, Source: SourceInitContainer, Ref: c.Image})
+	}
+	for _, c := range spec.Containers {
+		out = append(out, policy.Image{Container: c.Name, Ref: c.Image})
+	}
+	for _, c := range spec.EphemeralContainers {
+		out = append(out, policy.Image{Container: c.Name, Source: SourceEphemeralContainer, Ref: c.Image})
+	}
+	for _, v := range spec.Volumes {
+		if v.Image != nil {
+			out = append(out, policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference})
+		}
+	}
+	return out
+}
+
+// newImages keeps the images of current whose reference old does not
+// already use, wherever old used it.
+func newImages(current, old []policy.Image) []policy.Image {
+	had := make(map[string]bool, len(old))
+	for _, img := range old {
+		had[img.Ref] = true
+	}
+	out := current[:0:0]
+	for _, img := range current {
+		if !had[img.Ref] {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+func apiVersion(k metav1.GroupVersionKind) string {
+	if k.Group == "" {
+		return k.Version
+	}
+	return k.Group + "/" + k.Version
+}
+
+func describeKind(k metav1.GroupVersionKind) string {
+	return fmt.Sprintf("apiVersion %q kind %q", apiVersion(k), k.Kind)
+}
+
+func describeResource(req *admissionv1.AdmissionRequest) string {
+	r := req.Resource.Resource
+	if req.Resource.Group != "" {
+		r += "." + req.Resource.Group
+	}
+	if req.SubResource != "" {
+		r += "/" + req.SubResource
+	}
+	return fmt.Sprintf("%q", r)
+}
+
+// Response is the reply body: an AdmissionReview in the version that was
+// sent, carrying only the response. v1beta1's AdmissionResponse has the same
+// fields and JSON names as v1's, so one type serves both.
+type Response struct {
+	APIVersion string                         `json:"apiVersion"`
+	Kind       string                         `json:"kind"`
+	Response   *admissionv1.AdmissionResponse `json:"response"`
+}
+
+// NewResponse renders a decision as the reply to review, echoing its
+// apiVersion and request.uid: the apiserver rejects a reply whose uid or
+// type does not match what it sent.
+func NewResponse(review *admissionv1.AdmissionReview, d *policy.Decision) Response {
+	resp := &admissionv1.AdmissionResponse{
+		Allowed:          d.Allowed,
+		AuditAnnotations: d.AuditAnnotations,
+		Warnings:         Warnings(d),
+	}
+	if review.Request != nil {
+		resp.UID = review.Request.UID
+	}
+	if !d.Allowed {
+		resp.Result = &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Message: d.Reason(),
+			Reason:  metav1.StatusReasonForbidden,
+			Code:    http.StatusForbidden,
+		}
+	}
+	return Response{APIVersion: review.APIVersion, Kind: Kind, Response: resp}
+}
+
+// Warning limits. The apiserver sends each warning as an HTTP Warning
+// header and, once their total passes 4096 characters, cuts every one to 256;
+// it drops a warning with control characters or invalid UTF-8. imagegate
+// stays inside that budget so what kubectl prints is what imagegate wrote:
+// at most maxViolationWarnings violations, plus a header and a trailer line,
+// of at most maxWarningBytes each.
+const (
+	maxViolationWarnings = 8
+	maxWarningBytes      = 400
+)
+
+// Warnings renders what kubectl should show the user about an allowed
+// request that did not simply pass: one line per violation in warn mode or
+// under break-glass, after a line saying break-glass bypassed the policy.
+// Full details are in the audit annotations and imagegate's log.
+func Warnings(d *policy.Decision) []string {
+	var out []string
+	prefix := ""
+	switch d.Outcome {
+	case policy.OutcomeWarned:
+		prefix = "imagegate warn mode, not enforced: "
+	case policy.OutcomeBreakGlass:
+		out = append(out, "imagegate: break-glass"+ticket(d)+" bypassed the image policy; the override is recorded in the audit log")
+		prefix = "imagegate break-glass overrode: "
+	case policy.OutcomeAllowed:
+		if d.AuditAnnotations[policy.AuditBreakGlass] == "true" {
+			out = append(out, "imagegate: break-glass"+ticket(d)+" was requested but every image passes the policy; the request is audited anyway, so consider removing the annotation")
+		}
+	}
+	if prefix != "" {
+		for i, v := range d.Violations {
+			if i == maxViolationWarnings {
+				out = append(out, fmt.Sprintf("imagegate: %d more violations are not shown; see the audit log", len(d.Violations)-i))
+				break
+			}
+			out = append(out, prefix+v.String())
+		}
+	}
+	for i, w := range out {
+		out[i] = warningText(w)
+	}
+	return out
+}
+
+func ticket(d *policy.Decision) string {
+	if t := d.BreakGlass.Ticket(); t != "" {
+		return " (ticket " + t + ")"
+	}
+	return ""
+}
+
+// warningText makes s a warning the apiserver forwards unchanged: valid
+// UTF-8, no control characters, at most maxWarningBytes.
+func warningText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return unicode.ReplacementChar
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(unicode.ReplacementChar)))
+	if len(s) <= maxWarningBytes {
+		return s
+	}
+	n := maxWarningBytes - len("...")
+	for n > 0 && !isRuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// Review decodes body and judges it with p, returning the input it judged,
+// the decision and the reply to encode. An error means body is not an
+// AdmissionReview and deserves a 400; everything else, including a request
+// imagegate cannot read, is an answer.
+func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
+	review, err := Decode(body)
+	if err != nil {
+		return policy.Input{}, policy.Decision{}, Response{}, err
+	}
+	in, judge, err := Input(review.Request)
+	var d policy.Decision
+	switch {
+	case err != nil:
+		d = unreadable(p, err)
+	case judge:
+		d = p.Evaluate(in)
+	default:
+		d = policy.Decision{Allowed: true, Outcome: policy.OutcomeAllowed, Mode: p.Mode()}
+	}
+	return in, d, NewResponse(review, &d), nil
+}
+
+// unreadable denies a request imagegate cannot read. It is reported as the
+// policy's "no images" violation: there is no image imagegate could allow.
+func unreadable(p *policy.Policy, err error) policy.Decision {
+	return policy.Decision{
+		Allowed: false,
+		Outcome: policy.OutcomeDenied,
+		Mode:    p.Mode(),
+		Violations: []policy.Violation{{
+			Rule:    policy.RuleNoImages,
+			Message: err.Error(),
+		}},
+	}
+}

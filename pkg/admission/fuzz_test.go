@@ -1,0 +1,183 @@
+package admission_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/distribution/reference"
+
+	"github.com/imagegate/imagegate/pkg/admission"
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// FuzzDecodeAdmissionReview feeds arbitrary bodies to the adapter. It never
+// panics; every AdmissionReview gets a reply in its own version with its own
+// uid, a denial is a 403 with a message, warnings are ones the apiserver
+// forwards; and the adapter fails closed: under a registry.my.com whitelist,
+// an allowed CREATE (UPDATE) that is neither break-glass nor warn mode runs
+// no image (no new image) outside registry.my.com. The images are found by
+// an oracle written independently of the adapter's own reading.
+func FuzzDecodeAdmissionReview(f *testing.F) {
+	examples, _ := filepath.Glob("../../examples/admission/*.json")
+	for _, file := range examples {
+		body, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(body)
+	}
+	objects := map[string]string{
+		`"group":"","version":"v1","kind":"Pod"`:                   `{"metadata":{"annotations":{"a.image-policy.k8s.io/break-glass":"true"}},"spec":` + podSpec + `}`,
+		`"group":"","version":"v1","kind":"PodTemplate"`:           `{"template":{"spec":` + podSpec + `}}`,
+		`"group":"","version":"v1","kind":"ReplicationController"`: `{"spec":{"template":{"spec":` + podSpec + `}}}`,
+		`"group":"apps","version":"v1","kind":"Deployment"`:        `{"apiVersion":"apps/v1","kind":"Deployment","spec":{"template":{"spec":{"containers":[{"name":"a","image":"registry.my.com/a:1"}],"volumes":[{"name":"v","image":{"reference":"registry.my.com.evil.io/v:1"}}]}}}}`,
+		`"group":"apps","version":"v1","kind":"StatefulSet"`:       `{"spec":{"template":{"spec":{"initContainers":[{"name":"i","image":"registry.my.com/i:1"}],"containers":[{"name":"a","Image":"nginx:1"}]}}}}`,
+		`"group":"batch","version":"v1","kind":"CronJob"`:          `{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"registry.my.com/a:1"}]}}}}}}`,
+		`"group":"batch","version":"v1","kind":"Job"`:              `{"spec":{"template":{"spec":{"containers":[{"name":"a","image":"registry.my.com/a:1"},{"name":"b","image":"docker.io/b:1"}]}}}}`,
+		`"group":"autoscaling","version":"v1","kind":"Scale"`:      `{"spec":{"replicas":1}}`,
+		`"group":"apps","version":"v1","kind":"DaemonSet"`:         `null`,
+		`"group":"apps","version":"v1","kind":"ReplicaSet"`:        `{"spec":{"template":{"spec":{"containers":[]}}}}`,
+		`"group":"","version":"v1","kind":"Pod","extra":{"k":"v"}`: `[1,2]`,
+	}
+	for kind, object := range objects {
+		for _, op := range []string{"CREATE", "UPDATE"} {
+			req := `{"uid":"u","kind":{` + kind + `},"operation":"` + op + `","object":` + object + `,"oldObject":{"spec":{"template":{"spec":{"containers":[{"image":"nginx:1"}]}}}}}`
+			f.Add(review("v1", req))
+			f.Add(review("v1beta1", req))
+		}
+	}
+	for _, s := range []string{``, `null`, `[]`, `{}`, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}`} {
+		f.Add([]byte(s))
+	}
+	enforce := testPolicy(f, policy.ModeEnforce)
+	warn := testPolicy(f, policy.ModeWarn)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, _, _, _ = admission.Review(warn, body)
+		_, d, resp, err := admission.Review(enforce, body)
+		if err != nil {
+			return // not an AdmissionReview: the server answers 400
+		}
+		review, derr := admission.Decode(body)
+		if derr != nil {
+			t.Fatalf("Review answered a body Decode rejects: %v", derr)
+		}
+		r := resp.Response
+		if resp.APIVersion != review.APIVersion || resp.Kind != admission.Kind || r == nil {
+			t.Fatalf("reply %s %s %v, want the request's %s", resp.APIVersion, resp.Kind, r, review.APIVersion)
+		}
+		if review.Request != nil && r.UID != review.Request.UID {
+			t.Fatalf("reply uid %q, want %q", r.UID, review.Request.UID)
+		}
+		if r.Allowed != d.Allowed || (!r.Allowed && (r.Result == nil || r.Result.Code != 403 || r.Result.Message == "")) {
+			t.Fatalf("inconsistent reply %+v for decision %+v", r, d)
+		}
+		if _, err := json.Marshal(resp); err != nil {
+			t.Fatalf("reply does not encode: %v", err)
+		}
+		for _, w := range r.Warnings {
+			if w == "" || len(w) > 400 || !utf8.ValidString(w) || strings.IndexFunc(w, unicode.IsControl) >= 0 {
+				t.Fatalf("warning the apiserver would drop or cut: %q", w)
+			}
+		}
+		if !r.Allowed || d.Outcome == policy.OutcomeBreakGlass || d.Outcome == policy.OutcomeWarned {
+			return
+		}
+		var req struct {
+			Kind      struct{ Group, Version, Kind string }
+			Operation string
+			Object    json.RawMessage
+			OldObject json.RawMessage
+		}
+		var env struct{ Request json.RawMessage }
+		if err := json.Unmarshal(body, &env); err != nil || json.Unmarshal(env.Request, &req) != nil {
+			t.Fatalf("allowed a request the oracle cannot read: %s", body)
+		}
+		switch req.Operation {
+		case "DELETE", "CONNECT":
+			return
+		case "CREATE", "UPDATE":
+		default:
+			t.Fatalf("allowed operation %q", req.Operation)
+		}
+		current, ok := oracleImages(req.Kind.Group+"/"+req.Kind.Version+"/"+req.Kind.Kind, req.Object)
+		if !ok {
+			t.Fatalf("allowed %s %s/%s %s that the oracle cannot read", req.Operation, req.Kind.Group, req.Kind.Version, req.Kind.Kind)
+		}
+		old := map[string]bool{}
+		if req.Operation == "UPDATE" {
+			prev, ok := oracleImages(req.Kind.Group+"/"+req.Kind.Version+"/"+req.Kind.Kind, req.OldObject)
+			if ok {
+				for _, img := range prev {
+					old[img] = true
+				}
+			}
+		}
+		for _, img := range current {
+			if !old[img] && !whitelisted(img) {
+				t.Fatalf("allowed %s of image %q outside registry.my.com: %s", req.Operation, img, body)
+			}
+		}
+	})
+}
+
+// oracleImages finds the images of an object of kind group/version/Kind with
+// minimal structs of its own. ok is false for a kind it does not know or an
+// object whose image fields do not decode.
+func oracleImages(kind string, raw json.RawMessage) (images []string, ok bool) {
+	type spec struct {
+		InitContainers      []struct{ Image string }
+		Containers          []struct{ Image string }
+		EphemeralContainers []struct{ Image string }
+		Volumes             []struct{ Image *struct{ Reference string } }
+	}
+	type tmpl struct{ Spec spec }
+	var s spec
+	var err error
+	switch kind {
+	case "/v1/Pod":
+		var o struct{ Spec spec }
+		err, s = json.Unmarshal(raw, &o), o.Spec
+	case "/v1/PodTemplate":
+		var o struct{ Template tmpl }
+		err, s = json.Unmarshal(raw, &o), o.Template.Spec
+	case "batch/v1/CronJob":
+		var o struct {
+			Spec struct {
+				JobTemplate struct{ Spec struct{ Template tmpl } }
+			}
+		}
+		err, s = json.Unmarshal(raw, &o), o.Spec.JobTemplate.Spec.Template.Spec
+	case "/v1/ReplicationController", "apps/v1/Deployment", "apps/v1/ReplicaSet", "apps/v1/StatefulSet", "apps/v1/DaemonSet", "batch/v1/Job":
+		var o struct{ Spec struct{ Template *tmpl } }
+		err = json.Unmarshal(raw, &o)
+		if o.Spec.Template != nil {
+			s = o.Spec.Template.Spec
+		}
+	default:
+		return nil, false
+	}
+	if err != nil {
+		return nil, false
+	}
+	for _, cs := range [][]struct{ Image string }{s.InitContainers, s.Containers, s.EphemeralContainers} {
+		for _, c := range cs {
+			images = append(images, c.Image)
+		}
+	}
+	for _, v := range s.Volumes {
+		if v.Image != nil {
+			images = append(images, v.Image.Reference)
+		}
+	}
+	return images, true
+}
+
+func whitelisted(image string) bool {
+	named, err := reference.ParseNormalizedNamed(image)
+	return err == nil && strings.EqualFold(reference.Domain(named), "registry.my.com")
+}
