@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -253,6 +254,45 @@ func TestAdmissionReviewHandler(t *testing.T) {
 			}
 			if resp != nil && !resp.Allowed && (resp.Status == nil || resp.Status.Code != 403) {
 				t.Errorf("denial status = %+v, want code 403", resp.Status)
+			}
+		})
+	}
+}
+
+// Warn mode is how an operator rolls a policy out: both endpoints allow,
+// say what they would have denied, and log it at info for the operator.
+func TestWarnModeAllowsReportsAndLogsOnBothEndpoints(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, path, body string
+		wantBody         []string
+	}{
+		{name: "ImageReview", path: server.PathImagePolicy,
+			body:     `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"team-a","containers":[{"image":"nginx:1.25"}]}}`,
+			wantBody: []string{`"allowed":true`, `"reason":"warn mode, not enforced: image \"nginx:1.25\": registry docker.io is not allowed`, `"warn-mode-violations":`}},
+		{name: "AdmissionReview", path: server.PathValidate,
+			body:     admissionReview("CREATE", "nginx:1.25", ""),
+			wantBody: []string{`"allowed":true`, `"warnings":["imagegate warn mode, not enforced: container \"app\" image \"nginx:1.25\": registry docker.io is not allowed`, `"warn-mode-violations":`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, warnPolicy, nil)
+			rec := post(f.srv.Handler(), tc.path, "application/json", []byte(tc.body))
+			if rec.Code != 200 {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			for _, want := range tc.wantBody {
+				if !strings.Contains(rec.Body.String(), want) {
+					t.Errorf("body = %s\nwant it to contain %s", rec.Body, want)
+				}
+			}
+			var line map[string]any
+			if err := json.Unmarshal(f.logs.Bytes(), &line); err != nil {
+				t.Fatalf("want one JSON log line, got %q: %v", f.logs, err)
+			}
+			if line["level"] != "INFO" || line["outcome"] != "warned" || !strings.Contains(fmt.Sprint(line["violations"]), "nginx:1.25") {
+				t.Errorf("log line %v, want an INFO line with outcome warned naming nginx:1.25", line)
 			}
 		})
 	}
