@@ -158,8 +158,11 @@ func reader[T any, PT interface {
 		if err := json.Unmarshal(raw, obj); err != nil {
 			return nil, metav1.TypeMeta{}, err
 		}
-		apiVersion, kind := obj.GetObjectKind().GroupVersionKind().ToAPIVersionAndKind()
-		return template(obj), metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, nil
+		var meta metav1.TypeMeta // what the object says it is
+		if tm, ok := obj.GetObjectKind().(*metav1.TypeMeta); ok {
+			meta = *tm
+		}
+		return template(obj), meta, nil
 	}
 }
 
