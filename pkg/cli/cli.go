@@ -45,7 +45,7 @@ func New() *App {
 const usage = `imagegate decides which container images a Kubernetes cluster may run.
 
 Usage:
-  imagegate serve [flags]            serve the ImagePolicyWebhook backend over HTTPS
+  imagegate serve [flags]            serve the ImagePolicyWebhook and validating-webhook backends over HTTPS
   imagegate check [flags] IMAGE...   judge images offline with the same policy flags
   imagegate version                  print the version
 
@@ -106,7 +106,7 @@ func (a *App) serve(ctx context.Context, args []string) int {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	cfg.AddServeFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: imagegate serve [flags]\n\nServe the ImagePolicyWebhook backend (POST %s) over HTTPS.\n\nFlags:\n%s", server.PathImagePolicy, fs.FlagUsages())
+		fmt.Fprintf(fs.Output(), "Usage: imagegate serve [flags]\n\nServe the ImagePolicyWebhook backend (POST %s) and the validating admission webhook (POST %s) over HTTPS.\n\nFlags:\n%s", server.PathImagePolicy, server.PathValidate, fs.FlagUsages())
 	}
 	if code, ok := a.parse(fs, args); !ok {
 		return code
