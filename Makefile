@@ -36,9 +36,10 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each.
 	hack/fuzz.sh $(FUZZTIME)
 
 .PHONY: lint
-lint: ## gofmt and go vet.
+lint: ## gofmt, go vet and golangci-lint (built once from the module proxy by hack/install-golangci-lint.sh).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$$(hack/install-golangci-lint.sh) run ./...
 
 .PHONY: bench
 bench: ## Run the benchmarks with allocation counts.

@@ -35,8 +35,6 @@ type result struct {
 	stdout, stderr string
 	// served is the config Serve was called with, nil if it was not called.
 	served *config.Config
-	// logged is what Serve wrote through the logger it was given.
-	logged string
 }
 
 // run runs the command line args with the environment env. Serve is

@@ -9,13 +9,13 @@ import (
 type Rule string
 
 const (
-	// RuleInvalidReference: the image is not a parsable reference.
+	// RuleInvalidReference means the image is not a parsable reference.
 	RuleInvalidReference Rule = "invalid-reference"
-	// RuleRegistry: the image's registry or repository is not whitelisted.
+	// RuleRegistry means the image's registry or repository is not whitelisted.
 	RuleRegistry Rule = "registry"
-	// RuleLatestTag: the image is untagged or tagged latest, without digest.
+	// RuleLatestTag means the image is untagged or tagged latest, without digest.
 	RuleLatestTag Rule = "latest-tag"
-	// RuleNoImages: the request named no image at all.
+	// RuleNoImages means the request named no image at all.
 	RuleNoImages Rule = "no-images"
 )
 
@@ -76,13 +76,13 @@ func (v Violation) writeTo(b *strings.Builder) {
 type Outcome string
 
 const (
-	// OutcomeAllowed: no violation.
+	// OutcomeAllowed means no violation.
 	OutcomeAllowed Outcome = "allowed"
-	// OutcomeDenied: at least one violation, enforced.
+	// OutcomeDenied means at least one violation, enforced.
 	OutcomeDenied Outcome = "denied"
-	// OutcomeBreakGlass: violations overridden by a break-glass annotation.
+	// OutcomeBreakGlass means violations overridden by a break-glass annotation.
 	OutcomeBreakGlass Outcome = "break-glass"
-	// OutcomeWarned: violations reported but not enforced (warn mode).
+	// OutcomeWarned means violations reported but not enforced (warn mode).
 	OutcomeWarned Outcome = "warned"
 )
 

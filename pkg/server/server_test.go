@@ -302,6 +302,7 @@ func TestServeOverTLS(t *testing.T) {
 		t.Errorf("POST = %d %s, want a 200 denial", resp.StatusCode, got)
 	}
 
+	//nolint:gosec // an old client on purpose: it must be refused
 	_, err = client(&tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}).Get("https://" + addr + server.PathHealthz)
 	if err == nil {
 		t.Error("a TLS 1.1 client was served; want TLS 1.2 at least")
