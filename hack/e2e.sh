@@ -6,6 +6,10 @@
 # examples/apiserver/ (so the documented configuration is what gets tested),
 # drives the cluster with kubectl as a user would, and checks what the user
 # sees. No kubelet runs: pods stay Pending, which is all admission needs.
+# The validating_webhook scenario starts a second kube-apiserver of its own
+# (ValidatingAdmissionWebhook only, no ImagePolicyWebhook) and registers
+# imagegate there with the config/ manifests, through the kustomize overlay in
+# hack/e2e/validating-overlay/.
 #
 # Usage: hack/e2e.sh [SCENARIO...]      (default: all; see SCENARIOS below)
 # Environment:
@@ -24,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXAMPLES="$ROOT/examples/apiserver"
 REGISTRY=registry.my.com
-SCENARIOS=(image_policy_webhook fail_closed)
+SCENARIOS=(image_policy_webhook fail_closed validating_webhook)
 
 # ---------------------------------------------------------------------------
 # Output and bookkeeping
@@ -104,8 +108,8 @@ stop() {
 
 dump_logs() {
 	local f
-	for f in "$LOGS"/etcd.log "$LOGS"/kube-apiserver.log "$LOGS"/imagegate.log; do
-		[[ -f $f ]] || continue
+	for f in "$LOGS"/*.log; do
+		[[ -f $f && $f != */openssl.log ]] || continue
 		printf '\n----- last 40 lines of %s\n' "$(basename "$f")"
 		tail -n 40 "$f"
 	done
@@ -122,9 +126,11 @@ cleanup() {
 	if ((FAILED > 0)) && [[ -n ${LOGS-} ]]; then
 		dump_logs
 	fi
-	# Order matters: imagegate, then the apiserver, then etcd. An apiserver
+	# Order matters: imagegate, then the apiservers, then etcd. An apiserver
 	# that loses etcd first hangs on to its port for a while.
+	stop imagegate-warn
 	stop imagegate
+	stop kube-apiserver-vw
 	stop kube-apiserver
 	stop etcd
 	if [[ -n ${WORK-} ]]; then
@@ -161,7 +167,7 @@ free_port() {
 # OLD is not there (the documented example changed: update this script).
 subst() {
 	local file=$1 old=$2 new=$3
-	grep -qF -- "$old" "$file" || die "$file: expected to find '$old' (examples/apiserver changed?)"
+	grep -qF -- "$old" "$file" || die "$file: expected to find '$old' (the file it was copied from changed?)"
 	sed -i "s|$(sed_quote "$old")|$(sed_quote "$new")|g" "$file"
 }
 # sed_quote TEXT: TEXT with sed's special characters (for s|...|...|) escaped.
@@ -224,13 +230,19 @@ write_apiserver_config() {
 	AUDIT_LOG=$WORK/audit.log
 
 	export KUBECONFIG=$WORK/kubeconfig KUBECACHEDIR=$WORK/kube-cache
-	cat >"$KUBECONFIG" <<-EOF
+	write_kubeconfig "$KUBECONFIG" "$APISERVER_PORT"
+}
+
+# write_kubeconfig FILE PORT: kubectl's configuration for the apiserver on
+# PORT, as the static-token admin, namespace default.
+write_kubeconfig() {
+	cat >"$1" <<-EOF
 		apiVersion: v1
 		kind: Config
 		clusters:
 		  - name: e2e
 		    cluster:
-		      server: https://127.0.0.1:$APISERVER_PORT
+		      server: https://127.0.0.1:$2
 		      certificate-authority: $WORK/pki/ca.crt
 		users:
 		  - name: e2e-admin
@@ -253,13 +265,18 @@ start_etcd() {
 	wait_for etcd 60 "${PIDS[etcd]}" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 }
 
+# start_apiserver NAME PORT KUBECONFIG [ARG...]: a kube-apiserver on PORT over
+# this run's etcd, with the flags every apiserver here needs plus ARGs;
+# KUBECONFIG reaches it. Returns once it serves the default and kube-system
+# namespaces.
 start_apiserver() {
-	local cfg=$WORK/apiserver
-	start kube-apiserver "$K8S_BIN/kube-apiserver" \
+	local name=$1 port=$2 kubeconfig=$3 cfg=$WORK/apiserver ns
+	shift 3
+	start "$name" "$K8S_BIN/kube-apiserver" \
 		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
 		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
-		--secure-port="$APISERVER_PORT" \
-		--cert-dir="$WORK/apiserver-certs" \
+		--secure-port="$port" \
+		--cert-dir="$WORK/$name-certs" \
 		--tls-cert-file="$WORK/pki/kube-apiserver.crt" \
 		--tls-private-key-file="$WORK/pki/kube-apiserver.key" \
 		--service-account-issuer=https://kubernetes.default.svc \
@@ -270,30 +287,32 @@ start_apiserver() {
 		--token-auth-file="$cfg/tokens.csv" \
 		--authorization-mode=AlwaysAllow \
 		--disable-admission-plugins=ServiceAccount \
-		--enable-admission-plugins=ImagePolicyWebhook \
-		--admission-control-config-file="$cfg/admission-config.yaml" \
-		--audit-policy-file="$cfg/audit-policy.yaml" \
-		--audit-log-path="$AUDIT_LOG" \
-		--v=2
-	# /readyz first, then the default namespace, which the apiserver creates
-	# in the background after it says it is ready.
-	wait_for "kube-apiserver /readyz" 120 "${PIDS[kube-apiserver]}" \
-		"$KUBECTL" get --raw /readyz
-	wait_for "namespace default" 60 "${PIDS[kube-apiserver]}" \
-		"$KUBECTL" get namespace default
+		--v=2 "$@"
+	# /readyz first, then the namespaces the apiserver creates in the
+	# background after it says it is ready.
+	wait_for "$name /readyz" 120 "${PIDS[$name]}" \
+		"$KUBECTL" --kubeconfig "$kubeconfig" get --raw /readyz
+	for ns in default kube-system; do
+		wait_for "$name: namespace $ns" 60 "${PIDS[$name]}" \
+			"$KUBECTL" --kubeconfig "$kubeconfig" get namespace "$ns"
+	done
 }
 
+# start_imagegate [NAME PORT [ARG...]]: imagegate (default: the instance
+# named imagegate on IMAGEGATE_PORT) with this run's policy plus ARGs.
 start_imagegate() {
-	start imagegate "$IMAGEGATE" serve \
-		--listen "127.0.0.1:$IMAGEGATE_PORT" \
+	local name=${1:-imagegate} port=${2:-$IMAGEGATE_PORT}
+	shift $(($# < 2 ? $# : 2))
+	start "$name" "$IMAGEGATE" serve \
+		--listen "127.0.0.1:$port" \
 		--tls-cert-file "$WORK/pki/imagegate.crt" \
 		--tls-key-file "$WORK/pki/imagegate.key" \
 		--registry-whitelist "$REGISTRY" \
 		--reject-latest=true \
 		--allow-break-glass=true \
-		--log-format=json --log-level=debug
-	wait_for "imagegate /readyz" 30 "${PIDS[imagegate]}" \
-		curl -fsS --cacert "$WORK/pki/ca.crt" "https://127.0.0.1:$IMAGEGATE_PORT/readyz"
+		--log-format=json --log-level=debug "$@"
+	wait_for "$name /readyz" 30 "${PIDS[$name]}" \
+		curl -fsS --cacert "$WORK/pki/ca.crt" "https://127.0.0.1:$port/readyz"
 }
 
 # ---------------------------------------------------------------------------
@@ -321,10 +340,17 @@ expect_ok() {
 expect_created() { expect_ok "$@"; }
 
 # expect_refused DESCRIPTION REGEX... -- KUBECTL-ARGS...: the command fails and
-# its output matches every extended REGEX. What kubectl said is shown either way.
-expect_refused() {
-	local desc=$1 regexes=() re missing=()
-	shift
+# its output matches every extended REGEX, and none written !REGEX. What
+# kubectl said is shown either way.
+expect_refused() { expect_outcome refused "$@"; }
+
+# expect_allowed DESCRIPTION REGEX... -- KUBECTL-ARGS...: the same for a
+# command that must succeed (and say something, such as a warning).
+expect_allowed() { expect_outcome allowed "$@"; }
+
+expect_outcome() {
+	local want=$1 desc=$2 regexes=() re missing=()
+	shift 2
 	while (($#)) && [[ $1 != -- ]]; do
 		regexes+=("$1")
 		shift
@@ -332,15 +358,21 @@ expect_refused() {
 	shift
 	kc "$@"
 	for re in "${regexes[@]}"; do
-		grep -Eq -- "$re" <<<"$KC_OUT" || missing+=("$re")
+		if [[ $re == !* ]]; then
+			! grep -Eq -- "${re#!}" <<<"$KC_OUT" || missing+=("$re")
+		else
+			grep -Eq -- "$re" <<<"$KC_OUT" || missing+=("$re")
+		fi
 	done
-	if ((KC_RC != 0 && ${#missing[@]} == 0)); then
+	if [[ $want == refused ]] && ((KC_RC == 0)); then
+		fail "$desc" "kubectl $* succeeded, expected a refusal:"$'\n'"$KC_OUT"
+	elif [[ $want == allowed ]] && ((KC_RC != 0)); then
+		fail "$desc" "kubectl $* (exit $KC_RC), expected it to succeed:"$'\n'"$KC_OUT"
+	elif ((${#missing[@]})); then
+		fail "$desc" "kubectl $* (exit $KC_RC) did not match: ${missing[*]}"$'\n'"$KC_OUT"
+	else
 		pass "$desc"
 		printf '%s\n' "$KC_OUT" | indent
-	elif ((KC_RC == 0)); then
-		fail "$desc" "kubectl $* succeeded, expected a refusal:"$'\n'"$KC_OUT"
-	else
-		fail "$desc" "kubectl $* (exit $KC_RC) did not match: ${missing[*]}"$'\n'"$KC_OUT"
 	fi
 }
 
@@ -358,12 +390,14 @@ expect_output() {
 	fi
 }
 
-# expect_audit DESCRIPTION VERB NAME [SUBRESOURCE] -- KEY=VALUE...: the
-# apiserver's audit log has an event for that request on pod NAME whose
-# annotations include every KEY=VALUE. The log is written as the request
-# finishes, so poll for a few seconds.
+# expect_audit DESCRIPTION VERB [RESOURCE/]NAME [SUBRESOURCE] -- KEY=VALUE...:
+# the apiserver's audit log ($AUDIT_LOG) has an event for that request on
+# NAME (a pod unless RESOURCE says otherwise) whose annotations include every
+# KEY=VALUE. The log is written as the request finishes, so poll for a few
+# seconds.
 expect_audit() {
-	local desc=$1 verb=$2 name=$3 sub="" kv start=$SECONDS events ev found=
+	local desc=$1 verb=$2 name=${3#*/} res=pods sub="" kv start=$SECONDS events ev found=
+	[[ $3 != */* ]] || res=${3%%/*}
 	shift 3
 	if [[ ${1-} != -- ]]; then
 		sub=$1
@@ -371,8 +405,8 @@ expect_audit() {
 	fi
 	shift
 	while [[ -z $found ]] && ((SECONDS - start < 10)); do
-		events=$(jq -cR --arg name "$name" --arg verb "$verb" --arg sub "$sub" '
-			fromjson? | select(.objectRef.resource == "pods" and .objectRef.name == $name
+		events=$(jq -cR --arg res "$res" --arg name "$name" --arg verb "$verb" --arg sub "$sub" '
+			fromjson? | select(.objectRef.resource == $res and .objectRef.name == $name
 				and .verb == $verb and (.objectRef.subresource // "") == $sub
 				and .stage == "ResponseComplete") | .annotations // {}' "$AUDIT_LOG" 2>/dev/null || true)
 		while IFS= read -r ev; do
@@ -389,7 +423,7 @@ expect_audit() {
 		pass "$desc"
 		printf '%s\n' "$found" | indent
 	else
-		fail "$desc" "no audit event for $verb pods/$name${sub:+/$sub} with $*; the events for it:
+		fail "$desc" "no audit event for $verb $res/$name${sub:+/$sub} with $*; the events for it:
 $(jq -cR --arg name "$name" 'fromjson? | select(.objectRef.name == $name) | {verb, stage, subresource: .objectRef.subresource, annotations}' "$AUDIT_LOG" 2>/dev/null)"
 	fi
 }
@@ -399,6 +433,23 @@ $(jq -cR --arg name "$name" 'fromjson? | select(.objectRef.name == $name) | {ver
 # for the latest-tag rule).
 # shellcheck disable=SC2001 # a character class is clearer than ${var//} here
 denied() { printf 'image "%s": .*%s' "$(sed 's/[][\\.*^$+?(){}|]/\\&/g' <<<"$1")" "$2"; }
+
+# webhook_denied SOURCE IMAGE RULE: a regex for one violation in a validating
+# webhook message: SOURCE (e.g. 'container "app"') using IMAGE, for RULE.
+# [^;]* keeps it within one violation: the webhook joins them with "; ".
+# shellcheck disable=SC2001 # as in denied()
+webhook_denied() {
+	printf '%s image "%s": [^;]*%s' "$1" "$(sed 's/[][\\.*^$+?(){}|]/\\&/g' <<<"$2")" "$3"
+}
+
+# validate_reviews [JQ-CONDITION]: how many AdmissionReviews (POST /validate)
+# the imagegate instances have logged so far, of those meeting the condition.
+# Every review is logged (--log-level=debug) with its namespace, outcome and
+# the images it judged, before the answer is sent.
+validate_reviews() {
+	cat "$LOGS"/imagegate*.log | jq -nR "[inputs | fromjson? |
+		select(.msg == \"review\" and .endpoint == \"validate\") | select(${1:-true})] | length"
+}
 
 # Image names unique to this run, for checks that must not be answered by the
 # apiserver's decision cache.
@@ -509,6 +560,239 @@ scenario_fail_closed() {
 		run up-hub --image="e2e-$RUN_ID-hub:1.0" --restart=Never
 }
 
+# Issue 3 §3: imagegate as a ValidatingAdmissionWebhook, registered with the
+# config/ manifests, as a cluster that cannot set apiserver flags would run it.
+#
+# It runs on a kube-apiserver of its own, started here with the default
+# admission plugins only (ValidatingAdmissionWebhook among them) and no
+# ImagePolicyWebhook, over this run's etcd under a fresh prefix: so every
+# verdict seen here is the webhook's (the plugin would otherwise judge plain
+# pods first), and nothing registered here can reach the other scenarios,
+# in any order or when run twice. The webhook configuration is still deleted
+# at the end, and that is checked too.
+#
+# The webhook calls imagegate on loopback rather than the Service in config/
+# (no kubelet runs to start imagegate's pods): hack/e2e/validating-overlay/
+# patches that, and only that, into config/.
+VW_RUNS=0
+scenario_validating_webhook() {
+	say "scenario: ValidatingAdmissionWebhook registered with config/ (own kube-apiserver, no ImagePolicyWebhook)"
+	VW_RUNS=$((VW_RUNS + 1))
+	local port warn_port overlay n ns e2e=$ROOT/hack/e2e
+	local -x KUBECONFIG=$WORK/kubeconfig-vw
+	local AUDIT_LOG=$WORK/audit-vw-$VW_RUNS.log
+	local vw='admission webhook "validate\.imagegate\.dev" denied the request: '
+	local audit_policy=$WORK/apiserver/audit-policy-vw.yaml
+	free_port port
+	free_port warn_port
+	write_kubeconfig "$KUBECONFIG" "$port"
+	# Metadata level for pods and deployments: where the webhook's audit
+	# annotations (validate.imagegate.dev/KEY) land.
+	cat >"$audit_policy" <<-EOF
+		apiVersion: audit.k8s.io/v1
+		kind: Policy
+		omitStages: [RequestReceived]
+		rules:
+		  - level: Metadata
+		    resources:
+		      - {group: "", resources: ["pods"]}
+		      - {group: apps, resources: ["deployments"]}
+		  - level: None
+	EOF
+	start_apiserver kube-apiserver-vw "$port" "$KUBECONFIG" \
+		--etcd-prefix="/registry-validating-$VW_RUNS" \
+		--audit-policy-file="$audit_policy" --audit-log-path="$AUDIT_LOG"
+
+	# The manifests as shipped, checked by the apiserver without storing
+	# them. A server dry run creates no namespace, so every namespaced object
+	# in it would be refused with 'namespaces "imagegate" not found':
+	# create the namespace for real first, from the same file.
+	expect_ok "config/namespace.yaml is applied (a server dry run would not create the namespace)" -- \
+		apply -f "$ROOT/config/namespace.yaml"
+	expect_allowed "kubectl apply -k config/ --dry-run=server (unmodified manifests) succeeds" \
+		'^validatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate created \(server dry run\)$' \
+		'^deployment\.apps/imagegate created \(server dry run\)$' \
+		'^service/imagegate created \(server dry run\)$' \
+		'^poddisruptionbudget\.policy/imagegate created \(server dry run\)$' \
+		'^serviceaccount/imagegate created \(server dry run\)$' -- \
+		apply -k "$ROOT/config" --dry-run=server
+	expect_refused "the dry run stored no webhook configuration" 'NotFound|not found' -- \
+		get validatingwebhookconfiguration imagegate
+
+	# A workload that predates the policy, for the UPDATE checks below.
+	expect_created "before the webhook is registered, Deployment legacy (nginx:1.25) is created" -- \
+		create deployment legacy --image=nginx:1.25
+
+	render_overlay overlay "$IMAGEGATE_PORT"
+	expect_allowed "kubectl apply -k of the e2e overlay of config/ creates the webhook configuration" \
+		'^validatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate created$' -- \
+		apply -k "$overlay"
+	expect_webhook_config "$IMAGEGATE_PORT"
+	await_kc "webhook validate.imagegate.dev is in force" "$vw" -- \
+		create deployment probe --image=nginx:1.25 --dry-run=server || return 0
+
+	# CREATE: refused at apply time, naming the containers.
+	expect_refused "Deployment shop (1 init + 2 containers, 2 bad) is refused at kubectl apply, naming both bad containers and not the good one" \
+		'Error from server \(Forbidden\): error when creating ".*shop-deployment\.yaml": '"$vw" \
+		"$(webhook_denied 'init container "migrate"' registry.my.com/shop-migrate:latest latest)" \
+		"$(webhook_denied 'container "proxy"' nginx:1.25 'is not allowed')" \
+		'!container "app"' '!registry\.my\.com/shop:2\.1' -- \
+		apply -f "$e2e/shop-deployment.yaml"
+	expect_allowed "Deployment web ($REGISTRY/web:1.0) is created by kubectl apply" \
+		'^deployment\.apps/web created$' -- apply -f "$e2e/web-deployment.yaml"
+
+	# UPDATE: only images the old object did not have are judged.
+	n=$(validate_reviews)
+	expect_ok "kubectl scale deployment web is allowed" -- scale deployment web --replicas=3
+	expect_reviews "kubectl scale was not sent to imagegate (the rules select deployments, not deployments/scale)" \
+		$((n)) "$(validate_reviews)"
+	n=$(validate_reviews '.namespace == "default" and .images == [] and .outcome == "allowed"')
+	expect_ok "kubectl patch of legacy's replicas (it predates the policy: nginx:1.25) is allowed" -- \
+		patch deployment legacy -p '{"spec":{"replicas":2}}'
+	expect_reviews "that UPDATE was sent to imagegate and judged on its new images: none" \
+		$((n + 1)) "$(validate_reviews '.namespace == "default" and .images == [] and .outcome == "allowed"')"
+	expect_ok "kubectl rollout restart deployment legacy is allowed" -- rollout restart deployment legacy
+	expect_refused "kubectl set image on legacy to nginx:1.27 is refused, naming only the new image" \
+		"$vw" "$(webhook_denied 'container "nginx"' nginx:1.27 'is not allowed')" '!"nginx:1\.25"' -- \
+		set image deployment/legacy nginx=nginx:1.27
+	expect_refused "kubectl set image deployment/web web=nginx:1.25 is refused" \
+		"$vw" "$(webhook_denied 'container "web"' nginx:1.25 'is not allowed')" -- \
+		set image deployment/web web=nginx:1.25
+	expect_allowed "kubectl set image deployment/web to $REGISTRY/web:1.1 is allowed" \
+		'^deployment\.apps/web image updated$' -- set image deployment/web "web=$REGISTRY/web:1.1"
+
+	# Pods, and kubectl debug (pods/ephemeralcontainers).
+	expect_refused "a Pod with busybox:1.36 in namespace default is refused by the webhook" \
+		'error when creating ".*restricted-pod\.yaml": '"$vw" \
+		"$(webhook_denied 'container "tool"' busybox:1.36 'is not allowed')" -- \
+		create -f "$e2e/restricted-pod.yaml"
+	expect_created "a Pod with $REGISTRY/app:1.0 in namespace default is created" -- \
+		run vw-good --image="$REGISTRY/app:1.0" --restart=Never
+	expect_refused "kubectl debug with busybox:1.36 on that pod is refused, naming the ephemeral container" \
+		"$vw" "$(webhook_denied 'ephemeral container "debug-bad"' busybox:1.36 'is not allowed')" -- \
+		debug vw-good --profile=general --image=busybox:1.36 --container=debug-bad
+
+	# The namespaceSelector: imagegate's own namespace and kube-system are
+	# never sent to the webhook. (restricted-pod.yaml meets the Pod Security
+	# level that config/namespace.yaml enforces in imagegate.)
+	for ns in kube-system imagegate; do
+		expect_created "the same busybox:1.36 Pod in namespace $ns is created (namespaceSelector exemption)" -- \
+			create -n "$ns" -f "$e2e/restricted-pod.yaml"
+	done
+	expect_reviews "imagegate got no review from namespace kube-system or imagegate" \
+		0 "$(validate_reviews '.namespace == "kube-system" or .namespace == "imagegate"')"
+
+	# Break-glass on the pod template: created, the user is told, and the
+	# apiserver audits it under the webhook's name.
+	expect_allowed "Deployment breakglass (break-glass on its pod template) is created with imagegate's warnings" \
+		'^Warning: imagegate: break-glass \(ticket INC-42\) bypassed the image policy; the override is recorded in the audit log$' \
+		"^Warning: imagegate break-glass overrode: $(webhook_denied 'container "bg"' nginx:1.25 'is not allowed')" \
+		'^deployment\.apps/breakglass created$' -- \
+		apply -f "$e2e/breakglass-deployment.yaml"
+	expect_audit "audit log holds validate.imagegate.dev/break-glass=true and ticket=INC-42 for it" \
+		create deployments/breakglass -- \
+		validate.imagegate.dev/break-glass=true validate.imagegate.dev/ticket=INC-42
+	expect_refused "break-glass annotations on the Deployment itself, not its pod template, do not count: refused" \
+		"$vw" "$(webhook_denied 'container "bg"' nginx:1.25 'is not allowed')" -- \
+		apply -f "$e2e/breakglass-misplaced-deployment.yaml"
+
+	# Warn mode: a second imagegate, the webhook re-pointed at it by applying
+	# the overlay again.
+	start_imagegate imagegate-warn "$warn_port" --mode=warn
+	render_overlay overlay "$warn_port"
+	expect_allowed "kubectl apply -k of the overlay for imagegate --mode=warn updates the webhook configuration" \
+		'^validatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate configured$' -- \
+		apply -k "$overlay"
+	expect_webhook_config "$warn_port"
+	await_kc "webhook answers from imagegate --mode=warn" 'imagegate warn mode, not enforced' -- \
+		create deployment probe --image=nginx:1.25 --dry-run=server || return 0
+	expect_allowed "warn mode: Deployment shop is created, with a kubectl warning per violation" \
+		"^Warning: imagegate warn mode, not enforced: $(webhook_denied 'init container "migrate"' registry.my.com/shop-migrate:latest latest)" \
+		"^Warning: imagegate warn mode, not enforced: $(webhook_denied 'container "proxy"' nginx:1.25 'is not allowed')" \
+		'!Warning: .*container "app"' '^deployment\.apps/shop created$' -- \
+		apply -f "$e2e/shop-deployment.yaml"
+
+	# failurePolicy: Fail, and the exemption that lets a cluster repair
+	# itself while imagegate is down.
+	stop imagegate-warn
+	expect_refused "imagegate down: a Deployment with a $REGISTRY image is refused (failurePolicy: Fail)" \
+		'failed calling webhook "validate\.imagegate\.dev"' \
+		"Post \"https://127\.0\.0\.1:$warn_port/validate\?timeout=5s\"" 'connection refused' -- \
+		create deployment down --image="$REGISTRY/web:1.0"
+	expect_created "imagegate down: a Deployment in kube-system is still created" -- \
+		create -n kube-system deployment repair --image=nginx:1.25
+
+	# Leave no webhook behind.
+	expect_ok "the webhook configuration is deleted" -- delete validatingwebhookconfiguration imagegate
+	await_kc "webhook no longer called" '^deployment\.apps/probe created \(server dry run\)$' -- \
+		create deployment probe --image=nginx:1.25 --dry-run=server &&
+		pass "with the webhook configuration deleted, a nginx:1.25 Deployment passes again (imagegate is down)"
+	stop kube-apiserver-vw
+}
+
+# render_overlay VAR PORT: copy config/ and hack/e2e/validating-overlay/ into a
+# new directory under $WORK, keeping their relative layout so the overlay's
+# ../../../config resolves, fill in the webhook's URL (imagegate on PORT) and
+# the e2e CA, and set VAR to the overlay's directory.
+render_overlay() {
+	local dir
+	dir=$(mktemp -d "$WORK/kustomize.XXXXXX")
+	mkdir -p "$dir/hack/e2e"
+	cp -R "$ROOT/config" "$dir/config"
+	cp -R "$ROOT/hack/e2e/validating-overlay" "$dir/hack/e2e/"
+	subst "$dir/hack/e2e/validating-overlay/webhook-loopback.yaml" E2E_IMAGEGATE_PORT "$2"
+	subst "$dir/hack/e2e/validating-overlay/webhook-loopback.yaml" E2E_CA_BUNDLE \
+		"$(base64 -w0 <"$WORK/pki/ca.crt")"
+	printf -v "$1" '%s' "$dir/hack/e2e/validating-overlay"
+}
+
+# expect_webhook_config PORT: the stored webhook configuration is config/'s
+# with only the client changed: one webhook, calling imagegate on PORT, with
+# the e2e CA and no Service.
+expect_webhook_config() {
+	local desc="the stored webhook calls https://127.0.0.1:$1/validate with the e2e CA, no Service, and keeps config/'s failurePolicy, timeout and namespaceSelector"
+	kc get validatingwebhookconfiguration imagegate -o json
+	if ((KC_RC == 0)) && jq -e --arg url "https://127.0.0.1:$1/validate" \
+		--arg ca "$(base64 -w0 <"$WORK/pki/ca.crt")" '
+			(.webhooks | length) == 1 and (.webhooks[0] |
+			.name == "validate.imagegate.dev" and .clientConfig.url == $url and
+			.clientConfig.caBundle == $ca and (.clientConfig | has("service") | not) and
+			.failurePolicy == "Fail" and .timeoutSeconds == 5 and
+			.namespaceSelector.matchExpressions[0].values == ["imagegate", "kube-system"])' \
+		<<<"$KC_OUT" >/dev/null; then
+		pass "$desc"
+	else
+		fail "$desc" "$KC_OUT"
+	fi
+}
+
+# expect_reviews DESCRIPTION WANT GOT: a count of imagegate's logged reviews.
+expect_reviews() {
+	if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1" "expected $2 reviews, imagegate logged $3"; fi
+}
+
+# await_kc DESCRIPTION REGEX -- KUBECTL-ARGS...: the apiserver learns of a
+# webhook configuration change through an informer, a moment after the write.
+# Rerun the command (a dry run) until its output matches REGEX; after 30 s,
+# fail and return false.
+await_kc() {
+	local desc=$1 re=$2 start=$SECONDS
+	shift 2
+	[[ ${1-} == -- ]] && shift
+	while :; do
+		kc "$@"
+		if grep -Eq -- "$re" <<<"$KC_OUT"; then
+			say "$desc after $((SECONDS - start))s"
+			return 0
+		fi
+		if ((SECONDS - start >= 30)); then
+			fail "$desc: not within 30s" "kubectl $* (exit $KC_RC):"$'\n'"$KC_OUT"
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
 # ---------------------------------------------------------------------------
 
 main() {
@@ -554,7 +838,11 @@ main() {
 	t=$SECONDS
 	start_etcd
 	start_imagegate
-	start_apiserver
+	start_apiserver kube-apiserver "$APISERVER_PORT" "$KUBECONFIG" \
+		--enable-admission-plugins=ImagePolicyWebhook \
+		--admission-control-config-file="$WORK/apiserver/admission-config.yaml" \
+		--audit-policy-file="$WORK/apiserver/audit-policy.yaml" \
+		--audit-log-path="$AUDIT_LOG"
 	say "control plane up in $((SECONDS - t))s; $("$KUBECTL" version 2>/dev/null | tr '\n' ' ')"
 
 	for s in "${selected[@]}"; do
