@@ -12,6 +12,8 @@ LISTEN    ?= 127.0.0.1:8443
 REGISTRY_WHITELIST ?= registry.my.com
 FUZZTIME  ?= 10s
 IMAGE     ?= imagegate:$(VERSION)
+BENCH     ?= .
+BENCH_COUNT ?= 1
 
 .PHONY: help
 help: ## Show this help.
@@ -42,8 +44,16 @@ lint: ## gofmt, go vet and golangci-lint (built once from the module proxy by ha
 	$$(hack/install-golangci-lint.sh) run ./...
 
 .PHONY: bench
-bench: ## Run the benchmarks with allocation counts.
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the Go benchmarks with allocation counts (BENCH=regexp, BENCH_COUNT=n).
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -count $(BENCH_COUNT) ./...
+
+.PHONY: benchstat
+benchstat: ## Run the benchmarks 6 times, save under _output/bench and compare with the last run (benchstat).
+	hack/benchstat.sh
+
+.PHONY: loadtest
+loadtest: ## Load test imagegate and a do-nothing floor over TLS on loopback with vegeta; prints one table.
+	hack/bench.sh
 
 .PHONY: e2e
 e2e: ## End-to-end tests against a real kube-apiserver (builds it once, cached in ~/.cache/imagegate).

@@ -298,20 +298,3 @@ func TestWarnModeAllowsReportsAndLogsOnBothEndpoints(t *testing.T) {
 	}
 }
 
-// BenchmarkAdmissionReviewHandler measures one whole review in-process:
-// body read, decode, read a Deployment's pod template, evaluate its three
-// images, encode the denial.
-func BenchmarkAdmissionReviewHandler(b *testing.B) {
-	h := newFixture(b, testPolicy, nil).srv.Handler()
-	body, err := os.ReadFile("testdata/admission/denied-deployment-v1.request.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if rec := post(h, server.PathValidate, "application/json", body); rec.Code != 200 {
-			b.Fatal(rec.Code)
-		}
-	}
-}

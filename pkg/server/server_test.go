@@ -393,19 +393,6 @@ func TestNewFailsClearlyOnBadTLSFiles(t *testing.T) {
 	}
 }
 
-// BenchmarkImageReviewHandler measures one whole review in-process: body
-// read, decode, evaluate a 3-container pod, encode.
-func BenchmarkImageReviewHandler(b *testing.B) {
-	h := newFixture(b, testPolicy, nil).srv.Handler()
-	body := []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","metadata":{"creationTimestamp":null},"spec":{"containers":[{"image":"registry.my.com/team-a/app:1.4.2"},{"image":"registry.my.com/envoy:v1.29"},{"image":"nginx:latest"}],"annotations":{"ops.image-policy.k8s.io/owner":"team-a"},"namespace":"team-a"},"status":{"allowed":false}}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		if rec := post(h, server.PathImagePolicy, "application/json", body); rec.Code != 200 {
-			b.Fatal(rec.Code)
-		}
-	}
-}
-
 // A review whose body is still arriving when SIGTERM lands is answered in
 // full before Serve returns.
 func TestShutdownFinishesInFlightReviews(t *testing.T) {

@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/server"
+	"github.com/imagegate/imagegate/pkg/server/servertest"
+)
+
+// benchHandler is the whole router as Serve runs it, logging as production
+// does (text, info level: one line per denial) but to io.Discard.
+func benchHandler(b *testing.B) http.Handler {
+	b.Helper()
+	_, certFile, keyFile := servertest.ServingPair(b, b.TempDir())
+	cfg := config.Default()
+	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	p, err := policy.New(policy.Options{
+		RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus", "docker.io/library/busybox"},
+		RejectLatest:      true,
+		AllowBreakGlass:   true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var active atomic.Pointer[policy.Policy]
+	active.Store(p)
+	srv, err := server.New(cfg, &active, slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv.Handler()
+}
+
+// imageReview renders an ImageReview exactly as the kube-apiserver's
+// ImagePolicyWebhook plugin sends it.
+func imageReview(annotations string, images ...string) []byte {
+	var containers []string
+	for _, img := range images {
+		containers = append(containers, `{"image":"`+img+`"}`)
+	}
+	return []byte(`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{"creationTimestamp":null},"spec":{"containers":[` +
+		strings.Join(containers, ",") + `],"annotations":{` + annotations + `},"namespace":"team-a"},"status":{"allowed":false}}`)
+}
+
+// compactFile reads a JSON file and compacts it, as the apiserver sends it.
+func compactFile(b *testing.B, name string) []byte {
+	b.Helper()
+	raw, err := os.ReadFile(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+type handlerCase struct {
+	name        string
+	path        string
+	body        []byte
+	wantAllowed bool
+}
+
+func imageReviewCases() []handlerCase {
+	return []handlerCase{
+		{"containers=1/allowed", server.PathImagePolicy, imageReview("", "registry.my.com/team-a/app:1.4.2"), true},
+		{"containers=3/denied", server.PathImagePolicy, imageReview(`"ops.image-policy.k8s.io/owner":"team-a"`,
+			"registry.my.com/team-a/app:1.4.2", "quay.io/prometheus/node-exporter:v1.7.0", "nginx:latest"), false},
+		{"containers=3/break-glass", server.PathImagePolicy, imageReview(`"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-1234"`,
+			"registry.my.com/team-a/app:1.4.2", "quay.io/prometheus/node-exporter:v1.7.0", "nginx:1.25"), true},
+		{"containers=10/allowed", server.PathImagePolicy, imageReview("",
+			"registry.my.com/team-a/app:1.4.2", "registry.my.com/platform/envoy:v1.31.2", "quay.io/prometheus/node-exporter:v1.7.0",
+			"registry.my.com/platform/fluent-bit:3.1", "registry.my.com/platform/vault-agent:1.17", "busybox:1.36",
+			"registry.my.com/team-a/worker:1.4.2", "registry.my.com/team-a/migrate:1.4.2", "registry.my.com/platform/otel:0.104",
+			"registry.my.com/platform/oauth2-proxy:7.6"), true},
+	}
+}
+
+func admissionReviewCases(b *testing.B) []handlerCase {
+	return []handlerCase{
+		// A Deployment as the apiserver sends it after defaulting, with
+		// managedFields: 4 KiB, three images.
+		{"deployment/allowed", server.PathValidate, compactFile(b, "testdata/bench/deployment-create.request.json"), true},
+		{"deployment/denied", server.PathValidate, compactFile(b, "testdata/admission/denied-deployment-v1.request.json"), false},
+	}
+}
+
+// runHandler measures one whole review in-process per iteration: routing,
+// body read, decode, evaluate, log, encode.
+func runHandler(b *testing.B, h http.Handler, tc handlerCase) {
+	b.Run(tc.name, func(b *testing.B) {
+		if rec := post(h, tc.path, "application/json", tc.body); rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), `"allowed":true`) != tc.wantAllowed {
+			b.Fatalf("got %d %s, want 200 with allowed %v", rec.Code, rec.Body, tc.wantAllowed)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(tc.body)))
+		for b.Loop() {
+			if rec := post(h, tc.path, "application/json", tc.body); rec.Code != http.StatusOK {
+				b.Fatal(rec.Code)
+			}
+		}
+	})
+}
+
+// BenchmarkImageReviewHandler measures the ImagePolicyWebhook endpoint.
+func BenchmarkImageReviewHandler(b *testing.B) {
+	h := benchHandler(b)
+	for _, tc := range imageReviewCases() {
+		runHandler(b, h, tc)
+	}
+}
+
+// BenchmarkAdmissionReviewHandler measures the validating-webhook endpoint
+// with Deployments.
+func BenchmarkAdmissionReviewHandler(b *testing.B) {
+	h := benchHandler(b)
+	for _, tc := range admissionReviewCases(b) {
+		runHandler(b, h, tc)
+	}
+}
+
+// BenchmarkHandlerParallel sends the 3-container ImageReview and the
+// Deployment from every CPU at once: what is shared between requests shows
+// up here as contention.
+func BenchmarkHandlerParallel(b *testing.B) {
+	h := benchHandler(b)
+	for _, tc := range []handlerCase{imageReviewCases()[1], admissionReviewCases(b)[0]} {
+		b.Run(strings.ReplaceAll(tc.path, "/", "")+"/"+tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.body)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if rec := post(h, tc.path, "application/json", tc.body); rec.Code != http.StatusOK {
+						b.Error(rec.Code)
+						return
+					}
+				}
+			})
+		})
+	}
+}
