@@ -297,4 +297,3 @@ func TestWarnModeAllowsReportsAndLogsOnBothEndpoints(t *testing.T) {
 		})
 	}
 }
-
