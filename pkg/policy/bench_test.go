@@ -83,7 +83,7 @@ func BenchmarkEvaluate(b *testing.B) {
 			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
-				if i == round {
+				if i == len(pods) {
 					b.StopTimer()
 					p, i = mustPolicy(b, benchOptions), 0
 					b.StartTimer()
