@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
 	"github.com/imagegate/imagegate/pkg/version"
@@ -142,12 +143,16 @@ func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	var active atomic.Pointer[policy.Policy]
 	active.Store(p)
-	srv, err := server.New(cfg, &active, log)
+	// One recorder for the server and for whoever swaps the policy: call
+	// rec.PolicyReloaded(ok, hash) after each reload attempt.
+	rec := metrics.New()
+	rec.PolicyLoaded(p.Hash())
+	srv, err := server.New(cfg, &active, log, server.WithMetrics(rec))
 	if err != nil {
 		return err
 	}
 	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,
-		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode())
+		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())
 	return srv.ListenAndServe(ctx)
 }
 

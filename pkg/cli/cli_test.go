@@ -185,11 +185,13 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			name: "every server and policy flag reaches Serve",
 			args: []string{
 				"serve", "-c=/a/tls.crt", "-k=/a/tls.key", "--listen=127.0.0.1:8443", "--client-ca-file=/ca.pem",
+				"--allowed-client-names=kube-apiserver,apiserver.example.com", "--metrics-listen=127.0.0.1:9091",
 				"--request-timeout=3s", "--shutdown-timeout=7s", "--log-level=debug", "--log-format=json",
 				"--reject-latest=false", "--allow-break-glass=false", "--mode=warn",
 			},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Listen, c.ClientCAFile = "/a/tls.crt", "/a/tls.key", "127.0.0.1:8443", "/ca.pem"
+				c.AllowedClientNames, c.MetricsListen = []string{"kube-apiserver", "apiserver.example.com"}, "127.0.0.1:9091"
 				c.RequestTimeout, c.ShutdownTimeout, c.LogLevel, c.LogFormat = 3*time.Second, 7*time.Second, "debug", "json"
 				c.Policy.RejectLatest, c.Policy.AllowBreakGlass, c.Policy.Mode = false, false, "warn"
 			}),
@@ -435,7 +437,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 	// here, plus every flag AddServeFlags registers.
 	want := []string{
 		"--listen", "-p, --port", "--tls-cert-file", "-c, --cert", "--tls-key-file", "-k, --key",
-		"--client-ca-file", "--log-level", "--log-format", "--registry-whitelist", "--reject-latest",
+		"--client-ca-file", "--allowed-client-names", "--metrics-listen", "--log-level", "--log-format", "--registry-whitelist", "--reject-latest",
 		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout",
 	}
 	cfg := config.Default()

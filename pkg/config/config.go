@@ -35,6 +35,13 @@ type Config struct {
 	// ClientCAFile, when set, makes the server require client certificates
 	// signed by one of its CAs.
 	ClientCAFile string
+	// AllowedClientNames, when set, also requires the client certificate to
+	// carry one of these names as its subject common name or as a DNS, email
+	// or URI subject alternative name. It needs ClientCAFile.
+	AllowedClientNames []string
+	// MetricsListen is the plain-HTTP address of /metrics, /healthz and
+	// /readyz; empty turns that listener off.
+	MetricsListen string
 	// RequestTimeout bounds the handling of one review.
 	RequestTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight reviews may finish on SIGTERM.
@@ -64,6 +71,7 @@ type PolicyConfig struct {
 func Default() Config {
 	return Config{
 		Listen:          ":8443",
+		MetricsListen:   ":9090",
 		RequestTimeout:  10 * time.Second,
 		ShutdownTimeout: 25 * time.Second,
 		LogLevel:        "info",
@@ -122,7 +130,10 @@ func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&c.TLSCertFile, "cert", "c", c.TLSCertFile, "alias of --tls-cert-file (kube-image-bouncer)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "private key of the serving certificate, PEM (required)")
 	fs.StringVarP(&c.TLSKeyFile, "key", "k", c.TLSKeyFile, "alias of --tls-key-file (kube-image-bouncer)")
-	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "if set, require client certificates signed by a CA in this PEM bundle")
+	fs.StringVar(&c.ClientCAFile, "client-ca-file", c.ClientCAFile, "if set, require client certificates signed by a CA in this PEM bundle (re-read when it changes)")
+	fs.StringSliceVar(&c.AllowedClientNames, "allowed-client-names", c.AllowedClientNames,
+		"with --client-ca-file, also require the client certificate's common name or a subject alternative name to be one of these, comma-separated and repeatable")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP address for /metrics, /healthz and /readyz, host:port; empty turns it off")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "upper bound for handling one review")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "on SIGTERM, how long in-flight reviews may take to finish")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -158,6 +169,14 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.TLSCertFile == "" || c.TLSKeyFile == "" {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required: the apiserver only calls webhooks over HTTPS (make run generates a throwaway pair)"))
+	}
+	if len(c.AllowedClientNames) > 0 && c.ClientCAFile == "" {
+		errs = append(errs, errors.New("--allowed-client-names needs --client-ca-file: without a CA to verify them, client certificate names prove nothing"))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-listen %q: want host:port (or empty to turn it off)", c.MetricsListen))
+		}
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: out of range", c.Port))

@@ -51,6 +51,9 @@ func TestDefaultIsSafe(t *testing.T) {
 		got, want any
 	}{
 		{"listen", c.Listen, ":8443"},
+		{"metrics listen", c.MetricsListen, ":9090"},
+		{"client CA", c.ClientCAFile, ""},
+		{"allowed client names", len(c.AllowedClientNames), 0},
 		{"port", c.Port, 0},
 		{"request timeout", c.RequestTimeout, 10 * time.Second},
 		{"log level", c.LogLevel, "info"},
@@ -437,6 +440,16 @@ func TestValidateNamesEachBrokenSetting(t *testing.T) {
 			name: "whitelist entry with a URL scheme",
 			edit: func(c *config.Config) { c.Policy.RegistryWhitelist = []string{"registry.my.com", "https://quay.io"} },
 			want: `registry entry "https://quay.io": drop the URL scheme`,
+		},
+		{
+			name: "allowed client names without a client CA",
+			edit: func(c *config.Config) { c.AllowedClientNames = []string{"kube-apiserver"} },
+			want: "--allowed-client-names needs --client-ca-file",
+		},
+		{
+			name: "metrics address without a port",
+			edit: func(c *config.Config) { c.MetricsListen = "localhost" },
+			want: `--metrics-listen "localhost": want host:port`,
 		},
 		{
 			name: "whitelist entry with a wildcard",

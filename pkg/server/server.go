@@ -6,8 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +14,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,8 +22,10 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/imagegate/imagegate/pkg/admission"
+	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/imagereview"
+	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 )
 
@@ -45,47 +45,59 @@ const (
 	PathReadyz             = "/readyz"
 )
 
-// Server is an imagegate HTTPS server.
+// PathMetrics is where the metrics listener serves Prometheus metrics.
+const PathMetrics = "/metrics"
+
+// Server is an imagegate HTTPS server, with its plain-HTTP metrics and
+// health listener.
 type Server struct {
 	cfg    config.Config
 	policy *atomic.Pointer[policy.Policy]
 	log    *slog.Logger
-	tls    *tls.Config
+	certs  *certs.Reloader
+	rec    *metrics.Recorder
+	// draining is set once shutdown starts, so /readyz sends the Service's
+	// traffic to other replicas while in-flight reviews finish.
+	draining atomic.Bool
+}
+
+// Option changes how New builds a Server.
+type Option func(*Server)
+
+// WithMetrics records the server's metrics on rec, so the caller can record
+// its own (policy reloads) on the same registry. Without it the server
+// makes a Recorder of its own.
+func WithMetrics(rec *metrics.Recorder) Option {
+	return func(s *Server) { s.rec = rec }
 }
 
 // New loads the TLS material named in cfg and returns a server that judges
 // with whatever policy p holds at the time of each request.
-func New(cfg config.Config, p *atomic.Pointer[policy.Policy], log *slog.Logger) (*Server, error) {
-	tlsCfg, err := newTLSConfig(cfg)
+func New(cfg config.Config, p *atomic.Pointer[policy.Policy], log *slog.Logger, opts ...Option) (*Server, error) {
+	s := &Server{cfg: cfg, policy: p, log: log}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.rec == nil {
+		s.rec = metrics.New()
+	}
+	r, err := certs.New(certs.Options{
+		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
+		ClientCAFile: cfg.ClientCAFile, AllowedClientNames: cfg.AllowedClientNames,
+		Log: log, Observer: s.rec,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, policy: p, log: log, tls: tlsCfg}, nil
+	s.certs = r
+	return s, nil
 }
 
-func newTLSConfig(cfg config.Config) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load serving certificate %s and key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
-	}
-	c := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-	}
-	if cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(cfg.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("load client CA %s: no PEM certificate found", cfg.ClientCAFile)
-		}
-		c.ClientCAs = pool
-		c.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return c, nil
-}
+// Metrics returns the recorder the server records on.
+func (s *Server) Metrics() *metrics.Recorder { return s.rec }
+
+// Certificates returns the TLS material the server is serving with.
+func (s *Server) Certificates() *certs.Reloader { return s.certs }
 
 // Handler returns the router with every endpoint, without TLS, for tests
 // and for Serve.
@@ -98,31 +110,54 @@ func (s *Server) Handler() http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
 	})
-	imagePolicy := s.timeout(s.review("image-policy", func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
+	imagePolicy := s.timeout(s.review(metrics.EndpointImagePolicy, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
 		return imagereview.Review(p, body)
 	}))
 	r.Method(http.MethodPost, PathImagePolicy, imagePolicy)
 	r.Method(http.MethodPost, PathImagePolicyBouncer, imagePolicy)
-	validate := s.timeout(s.review("validate", func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
+	validate := s.timeout(s.review(metrics.EndpointValidate, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
 		return admission.Review(p, body)
 	}))
 	r.Method(http.MethodPost, PathValidate, validate)
 	r.Method(http.MethodPost, PathValidateBouncer, validate)
+	s.health(r)
+	return r
+}
+
+// MetricsHandler returns the router of the plain-HTTP listener: /metrics,
+// /healthz and /readyz. Kubelet probes go here, because they cannot present
+// a client certificate to the HTTPS listener when --client-ca-file is set.
+func (s *Server) MetricsHandler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Method(http.MethodGet, PathMetrics, s.rec.Handler())
+	s.health(r)
+	return r
+}
+
+func (s *Server) health(r chi.Router) {
 	r.Get(PathHealthz, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	r.Get(PathReadyz, s.readyz)
-	return r
 }
 
 func (s *Server) timeout(h http.Handler) http.Handler {
 	return http.TimeoutHandler(h, s.cfg.RequestTimeout, fmt.Sprintf("review not answered within --request-timeout=%s", s.cfg.RequestTimeout))
 }
 
+// readyz says whether this replica should get reviews: a policy and a
+// serving certificate are loaded (New fails without the certificate, and a
+// broken renewal keeps the old one) and it is not shutting down.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if s.policy.Load() == nil {
+	switch {
+	case s.policy.Load() == nil:
 		http.Error(w, "no policy loaded", http.StatusServiceUnavailable)
-		return
+	case s.certs.Certificate() == nil:
+		http.Error(w, "no serving certificate loaded", http.StatusServiceUnavailable)
+	case s.draining.Load():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	default:
+		_, _ = io.WriteString(w, "ok\n")
 	}
-	_, _ = io.WriteString(w, "ok\n")
 }
 
 // reviewFunc is an adapter: it decodes a body, judges it with the policy and
@@ -132,8 +167,10 @@ type reviewFunc func(p *policy.Policy, body []byte) (policy.Input, policy.Decisi
 
 func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 			s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
+			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
@@ -141,24 +178,30 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				s.reject(w, endpoint, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes))
+				s.rec.ReviewError(endpoint, time.Since(start))
 				return
 			}
 			s.reject(w, endpoint, http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
+			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
-		in, d, resp, err := fn(s.policy.Load(), body)
+		p := s.policy.Load()
+		in, d, resp, err := fn(p, body)
 		if err != nil {
 			s.reject(w, endpoint, http.StatusBadRequest, err.Error())
+			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
-		s.logDecision(r.Context(), endpoint, in, &d)
+		s.logDecision(r.Context(), endpoint, p, in, &d)
 		out, err := json.Marshal(resp)
 		if err != nil { // the reply types hold only strings, bools and maps
 			s.reject(w, endpoint, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
+			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
+		s.rec.Review(endpoint, &d, time.Since(start))
 	}
 }
 
@@ -174,8 +217,9 @@ func (s *Server) reject(w http.ResponseWriter, endpoint string, code int, msg st
 
 // logDecision writes one line per decision: denials and warn-mode findings
 // at info, break-glass at warn (it bypassed policy), clean allows at debug.
-// Request bodies are never logged whole.
-func (s *Server) logDecision(ctx context.Context, endpoint string, in policy.Input, d *policy.Decision) {
+// Request bodies are never logged whole. The policy hash matches the
+// imagegate_policy_info metric's, so a line says which policy decided it.
+func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Policy, in policy.Input, d *policy.Decision) {
 	level := slog.LevelDebug
 	switch d.Outcome {
 	case policy.OutcomeDenied, policy.OutcomeWarned:
@@ -191,6 +235,9 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, in policy.Inp
 		images[i] = img.Ref
 	}
 	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", images}
+	if p != nil {
+		attrs = append(attrs, "policy", p.Hash())
+	}
 	if len(d.Violations) > 0 {
 		attrs = append(attrs, "violations", d.Summary())
 	}
@@ -200,23 +247,41 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, in policy.Inp
 	s.log.Log(ctx, level, "review", attrs...)
 }
 
-// ListenAndServe listens on the configured address and serves until ctx is
-// done, then shuts down gracefully.
+// ListenAndServe listens on the configured address for reviews and on
+// --metrics-listen (unless empty) for metrics and health, and serves both
+// until ctx is done. The metrics listener outlives the drain of the review
+// listener, so probes and scrapes see the shutdown.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Address())
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Address(), err)
 	}
-	return s.Serve(ctx, ln)
+	if s.cfg.MetricsListen == "" {
+		return s.Serve(ctx, ln)
+	}
+	mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("listen on --metrics-listen %s: %w", s.cfg.MetricsListen, err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	var merr error
+	wg.Go(func() { merr = s.ServeMetrics(mctx, mln) })
+	serveErr := s.Serve(ctx, ln)
+	stopMetrics()
+	wg.Wait()
+	return errors.Join(serveErr, merr)
 }
 
-// Serve serves HTTPS on ln until ctx is done. On cancellation it stops
-// accepting connections and lets in-flight reviews finish, for at most the
-// configured shutdown timeout.
+// Serve serves HTTPS on ln until ctx is done, re-reading the certificate
+// files as they change. On cancellation it fails /readyz, stops accepting
+// connections and lets in-flight reviews finish, for at most the configured
+// shutdown timeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
-		TLSConfig:         s.tls,
+		TLSConfig:         s.certs.TLSConfig(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       s.cfg.RequestTimeout,
 		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
@@ -224,18 +289,49 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.certs.Watch(watchCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.cfg.ClientCAFile != "")
+	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.cfg.ClientCAFile != "", "allowedClientNames", s.cfg.AllowedClientNames)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+	s.draining.Store(true)
 	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	return shutdown(srv, s.cfg.ShutdownTimeout)
+}
+
+// ServeMetrics serves MetricsHandler over plain HTTP on ln until ctx is
+// done.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.MetricsHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("serving metrics and health", "address", ln.Addr().String(), "paths", []string{PathMetrics, PathHealthz, PathReadyz})
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve metrics: %w", err)
+	case <-ctx.Done():
+	}
+	return shutdown(srv, 5*time.Second)
+}
+
+func shutdown(srv *http.Server, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil

@@ -33,10 +33,11 @@ var update = flag.Bool("update", false, "rewrite the golden response files from 
 var testPolicy = policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true}
 
 type fixture struct {
-	srv  *server.Server
-	cfg  config.Config
-	ca   *servertest.CA
-	logs *bytes.Buffer
+	srv    *server.Server
+	cfg    config.Config
+	ca     *servertest.CA
+	logs   *bytes.Buffer
+	active *atomic.Pointer[policy.Policy]
 }
 
 func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *fixture {
@@ -52,14 +53,14 @@ func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *f
 	if err != nil {
 		t.Fatal(err)
 	}
-	var active atomic.Pointer[policy.Policy]
+	active := &atomic.Pointer[policy.Policy]{}
 	active.Store(p)
 	logs := &bytes.Buffer{}
-	srv, err := server.New(cfg, &active, slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	srv, err := server.New(cfg, active, slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs}
+	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs, active: active}
 }
 
 // lockedWriter serialises writes from concurrent handlers in tests.

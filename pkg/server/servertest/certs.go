@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -67,6 +69,17 @@ func (ca *CA) Pool() *x509.CertPool {
 // writes it and its key to dir/<cn>.crt and dir/<cn>.key.
 func (ca *CA) Issue(t testing.TB, dir, cn string) (certFile, keyFile string) {
 	t.Helper()
+	certPEM, keyPEM := ca.IssuePEM(t, cn, cn)
+	certFile = write(t, filepath.Join(dir, cn+".crt"), certPEM)
+	keyFile = write(t, filepath.Join(dir, cn+".key"), keyPEM)
+	return certFile, keyFile
+}
+
+// IssuePEM signs a leaf certificate with subject common name cn and the
+// given DNS SANs (plus 127.0.0.1 and ::1), usable for both server and client
+// auth, and returns it and a new key as PEM.
+func (ca *CA) IssuePEM(t testing.TB, cn string, dnsNames ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +87,7 @@ func (ca *CA) Issue(t testing.TB, dir, cn string) (certFile, keyFile string) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     []string{cn},
+		DNSNames:     dnsNames,
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
@@ -89,9 +102,19 @@ func (ca *CA) Issue(t testing.TB, dir, cn string) (certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile = write(t, filepath.Join(dir, cn+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	keyFile = write(t, filepath.Join(dir, cn+".key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-	return certFile, keyFile
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// KeyPair issues a client or server certificate as IssuePEM does and
+// returns it ready for a tls.Config.
+func (ca *CA) KeyPair(t testing.TB, cn string, dnsNames ...string) tls.Certificate {
+	t.Helper()
+	certPEM, keyPEM := ca.IssuePEM(t, cn, dnsNames...)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
 }
 
 // ServingPair writes a CA and a localhost serving certificate into dir.
@@ -116,4 +139,61 @@ func write(t testing.TB, path string, data []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// SecretVolume lays files out as the kubelet does for a Secret volume, and
+// updates them the same way: each version in its own hidden directory, a
+// "..data" symlink to the current one, and each file a symlink through
+// "..data". An update writes a new directory, then renames a new "..data"
+// symlink over the old one (the one atomic step), then removes the old
+// directory. The visible files are never written; watching them finds
+// nothing.
+type SecretVolume struct {
+	// Dir is the mount point.
+	Dir     string
+	version int
+	current string
+}
+
+// NewSecretVolume creates the volume in dir with files (name to content).
+func NewSecretVolume(t testing.TB, dir string, files map[string][]byte) *SecretVolume {
+	t.Helper()
+	v := &SecretVolume{Dir: dir}
+	v.Update(t, files)
+	for name := range files {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+// Path returns the visible path of the file name.
+func (v *SecretVolume) Path(name string) string { return filepath.Join(v.Dir, name) }
+
+// Update replaces the content of every file at once; files must name the
+// same files as NewSecretVolume did.
+func (v *SecretVolume) Update(t testing.TB, files map[string][]byte) {
+	t.Helper()
+	v.version++
+	ts := fmt.Sprintf("..2025_01_01_00_00_00.%09d", v.version)
+	if err := os.Mkdir(filepath.Join(v.Dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		write(t, filepath.Join(v.Dir, ts, name), data)
+	}
+	tmp := filepath.Join(v.Dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.Dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if v.current != "" {
+		if err := os.RemoveAll(filepath.Join(v.Dir, v.current)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.current = ts
 }

@@ -1,0 +1,290 @@
+// Package metrics is imagegate's Prometheus instrumentation: what it
+// decided, how fast, which rules fired, which policy and certificates are
+// live, and the Go runtime.
+//
+// Everything is registered on a Recorder's own registry, never the global
+// one, so tests (and parallel servers in one process) do not share counters.
+// A nil *Recorder is valid and records nothing, so code that may run without
+// metrics (imagegate check, unit tests) needs no guard.
+package metrics
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/version"
+)
+
+// Namespace prefixes every imagegate metric.
+const Namespace = "imagegate"
+
+// DecisionError is the decision label of a request that got no policy
+// decision: not a review, unreadable, too large, wrong content type.
+const DecisionError = "error"
+
+// Certificate names, the certificate label of the certificate metrics.
+const (
+	CertServing  = "serving"
+	CertClientCA = "client-ca"
+)
+
+// Label values of imagegate_client_auth_rejections_total.
+const (
+	RejectNameNotAllowed = "name-not-allowed"
+)
+
+// LatencyBuckets are the review latency histogram's upper bounds, in
+// seconds: a review is decided in-process in tens of microseconds, so the
+// buckets start at 50µs and reach the apiserver's 10s webhook limit.
+var LatencyBuckets = []float64{
+	0.00005, 0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// Recorder records imagegate's metrics. Its methods are safe for concurrent
+// use, and do nothing on a nil *Recorder.
+type Recorder struct {
+	reg *prometheus.Registry
+
+	reviews    *prometheus.CounterVec
+	violations *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+
+	policyReloads        prometheus.Counter
+	policyReloadFailures prometheus.Counter
+	policyLastReloadOK   prometheus.Gauge
+	policyLastReloadTime prometheus.Gauge
+	policyInfo           *prometheus.GaugeVec
+
+	certReloads        *prometheus.CounterVec
+	certReloadFailures *prometheus.CounterVec
+	certNotAfter       *prometheus.GaugeVec
+
+	clientRejections *prometheus.CounterVec
+
+	mu         sync.Mutex // orders policyInfo updates
+	policyHash string
+}
+
+// New returns a Recorder with every imagegate metric registered on a new
+// registry, together with the Go runtime and process collectors and
+// imagegate_build_info.
+func New() *Recorder {
+	r := &Recorder{
+		reg: prometheus.NewRegistry(),
+		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "reviews_total",
+			Help: "Reviews answered, by endpoint (image-policy, validate) and decision (allowed, denied, break-glass, warned, error).",
+		}, []string{"endpoint", "decision"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "violations_total",
+			Help: "Policy violations found, by endpoint and rule, whatever the decision (denied, overridden by break-glass, or only warned).",
+		}, []string{"endpoint", "rule"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "review_duration_seconds",
+			Help:    "Time from reading a review's body to writing its answer, by endpoint.",
+			Buckets: LatencyBuckets,
+		}, []string{"endpoint"}),
+		policyReloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "policy_reloads_total",
+			Help: "Policy reloads attempted, successful or not.",
+		}),
+		policyReloadFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "policy_reload_failures_total",
+			Help: "Policy reloads that failed; the previous policy stays in force.",
+		}),
+		policyLastReloadOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_last_reload_successful",
+			Help: "1 if the last policy load or reload succeeded, else 0.",
+		}),
+		policyLastReloadTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful policy load or reload.",
+		}),
+		policyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_info",
+			Help: "Always 1; its hash label identifies the policy in force (the same hash as in decision logs).",
+		}, []string{"hash"}),
+		certReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "certificate_reloads_total",
+			Help: "Certificate files re-read because they changed, by certificate (serving, client-ca), successful or not.",
+		}, []string{"certificate"}),
+		certReloadFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "certificate_reload_failures_total",
+			Help: "Changed certificate files that could not be used, by certificate; the previous certificate stays in use.",
+		}, []string{"certificate"}),
+		certNotAfter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "certificate_expiry_timestamp_seconds",
+			Help: "Unix time when the certificate in use expires, by certificate (for client-ca, the first CA of the bundle to expire).",
+		}, []string{"certificate"}),
+		clientRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "client_auth_rejections_total",
+			Help: "TLS handshakes refused after the client certificate verified, by reason (name-not-allowed).",
+		}, []string{"reason"}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help: "Always 1; labels say which imagegate build is running.",
+	}, []string{"version", "commit"})
+	build.WithLabelValues(version.Version, commitLabel()).Set(1)
+
+	r.reg.MustRegister(
+		r.reviews, r.violations, r.duration,
+		r.policyReloads, r.policyReloadFailures, r.policyLastReloadOK, r.policyLastReloadTime, r.policyInfo,
+		r.certReloads, r.certReloadFailures, r.certNotAfter, r.clientRejections,
+		build,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	// Start every series a dashboard or alert divides by at zero, so rate()
+	// works from the first scrape instead of after the first event.
+	for _, endpoint := range []string{EndpointImagePolicy, EndpointValidate} {
+		for _, d := range Decisions {
+			r.reviews.WithLabelValues(endpoint, d)
+		}
+		for _, rule := range []policy.Rule{policy.RuleInvalidReference, policy.RuleRegistry, policy.RuleLatestTag, policy.RuleNoImages} {
+			r.violations.WithLabelValues(endpoint, string(rule))
+		}
+	}
+	for _, c := range []string{CertServing, CertClientCA} {
+		r.certReloads.WithLabelValues(c)
+		r.certReloadFailures.WithLabelValues(c)
+	}
+	r.clientRejections.WithLabelValues(RejectNameNotAllowed)
+	return r
+}
+
+// Endpoint label values.
+const (
+	EndpointImagePolicy = "image-policy"
+	EndpointValidate    = "validate"
+)
+
+// Decisions are the decision label's values.
+var Decisions = []string{
+	string(policy.OutcomeAllowed), string(policy.OutcomeDenied), string(policy.OutcomeBreakGlass),
+	string(policy.OutcomeWarned), DecisionError,
+}
+
+func commitLabel() string {
+	if version.Commit == "" {
+		return "unknown"
+	}
+	return version.Commit
+}
+
+// Registry returns the registry the metrics are on, for tests
+// (prometheus/testutil) and for anyone adding collectors of their own.
+func (r *Recorder) Registry() *prometheus.Registry {
+	if r == nil {
+		return nil
+	}
+	return r.reg
+}
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (r *Recorder) Handler() http.Handler {
+	if r == nil {
+		return http.NotFoundHandler()
+	}
+	return promhttp.InstrumentMetricHandler(r.reg, promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{Registry: r.reg}))
+}
+
+// Review records one decided review: its outcome, every violation's rule
+// and how long it took.
+func (r *Recorder) Review(endpoint string, d *policy.Decision, elapsed time.Duration) {
+	if r == nil {
+		return
+	}
+	r.reviews.WithLabelValues(endpoint, string(d.Outcome)).Inc()
+	for i := range d.Violations {
+		r.violations.WithLabelValues(endpoint, string(d.Violations[i].Rule)).Inc()
+	}
+	r.duration.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+}
+
+// ReviewError records a request that got an error instead of a decision.
+func (r *Recorder) ReviewError(endpoint string, elapsed time.Duration) {
+	if r == nil {
+		return
+	}
+	r.reviews.WithLabelValues(endpoint, DecisionError).Inc()
+	r.duration.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+}
+
+// PolicyLoaded records the policy loaded at start-up: it becomes the
+// policy_info series, without counting a reload.
+func (r *Recorder) PolicyLoaded(hash string) {
+	if r == nil {
+		return
+	}
+	r.setPolicy(hash)
+}
+
+// PolicyReloaded records a policy reload attempt. When ok, hash names the
+// policy now in force; when not, the previous policy stays in force and hash
+// is ignored.
+func (r *Recorder) PolicyReloaded(ok bool, hash string) {
+	if r == nil {
+		return
+	}
+	r.policyReloads.Inc()
+	if !ok {
+		r.policyReloadFailures.Inc()
+		r.policyLastReloadOK.Set(0)
+		return
+	}
+	r.setPolicy(hash)
+}
+
+func (r *Recorder) setPolicy(hash string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.policyHash != hash {
+		r.policyInfo.DeleteLabelValues(r.policyHash)
+		r.policyHash = hash
+	}
+	r.policyInfo.WithLabelValues(hash).Set(1)
+	r.policyLastReloadOK.Set(1)
+	r.policyLastReloadTime.SetToCurrentTime()
+}
+
+// CertificateLoaded records the certificate (CertServing or CertClientCA)
+// now in use and when it expires, without counting a reload.
+func (r *Recorder) CertificateLoaded(name string, notAfter time.Time) {
+	if r == nil {
+		return
+	}
+	r.certNotAfter.WithLabelValues(name).Set(float64(notAfter.Unix()))
+}
+
+// CertificateReloaded records an attempt to use changed certificate files.
+// When ok, notAfter is the new certificate's expiry; when not, the previous
+// certificate stays in use.
+func (r *Recorder) CertificateReloaded(name string, ok bool, notAfter time.Time) {
+	if r == nil {
+		return
+	}
+	r.certReloads.WithLabelValues(name).Inc()
+	if !ok {
+		r.certReloadFailures.WithLabelValues(name).Inc()
+		return
+	}
+	r.CertificateLoaded(name, notAfter)
+}
+
+// ClientRejected records a TLS handshake refused after the client's
+// certificate verified, for reason (RejectNameNotAllowed).
+func (r *Recorder) ClientRejected(reason string) {
+	if r == nil {
+		return
+	}
+	r.clientRejections.WithLabelValues(reason).Inc()
+}
