@@ -289,7 +289,7 @@ func (r *Reloader) reloadPair() (changed bool) {
 func (r *Reloader) reloadCA() (changed bool) {
 	caPEM, err := os.ReadFile(r.opts.ClientCAFile)
 	if err != nil {
-		r.log.Error("client CA unreadable; keeping the previous one", "clientCAFile", r.opts.ClientCAFile, "err", err)
+		r.log.Error("client CA unreadable; keeping the previous one", "caFile", r.opts.ClientCAFile, "err", err)
 		r.observeReloaded(ClientCA, false, time.Time{})
 		r.caSum = [sha256.Size]byte{}
 		return false
@@ -301,12 +301,12 @@ func (r *Reloader) reloadCA() (changed bool) {
 	r.caSum = sum
 	pool, notAfter, err := parseCAs(caPEM)
 	if err != nil {
-		r.log.Error("new client CA is not usable; keeping the previous one", "clientCAFile", r.opts.ClientCAFile, "err", err)
+		r.log.Error("new client CA is not usable; keeping the previous one", "caFile", r.opts.ClientCAFile, "err", err)
 		r.observeReloaded(ClientCA, false, time.Time{})
 		return false
 	}
 	r.pool = pool
-	r.log.Info("client CA reloaded", "clientCAFile", r.opts.ClientCAFile, "notAfter", notAfter)
+	r.log.Info("client CA reloaded", "caFile", r.opts.ClientCAFile, "notAfter", notAfter)
 	r.observeReloaded(ClientCA, true, notAfter)
 	return true
 }

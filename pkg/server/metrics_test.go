@@ -151,7 +151,7 @@ imagegate_violations_total{endpoint="validate",rule="registry"} 2
 
 func scrape(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := http.DefaultClient.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestMetricsListenerHealthAndReadinessDuringShutdown(t *testing.T) {
 	go func() { stopped <- stop() }()
 	deadline := time.After(30 * time.Second)
 	for {
-		resp, err := http.Get(base + server.PathReadyz)
+		resp, err := http.DefaultClient.Get(base + server.PathReadyz)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -177,7 +177,7 @@ func (v *SecretVolume) Update(t testing.TB, files map[string][]byte) {
 	t.Helper()
 	v.version++
 	ts := fmt.Sprintf("..2025_01_01_00_00_00.%09d", v.version)
-	if err := os.Mkdir(filepath.Join(v.Dir, ts), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(v.Dir, ts), 0o750); err != nil {
 		t.Fatal(err)
 	}
 	for name, data := range files {
