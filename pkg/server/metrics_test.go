@@ -39,19 +39,8 @@ func (f *fixture) serveMetrics(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-func imageReview(annotations string, images ...string) []byte {
-	containers := make([]string, len(images))
-	for i, img := range images {
-		containers[i] = fmt.Sprintf(`{"image":%q}`, img)
-	}
-	if annotations == "" {
-		annotations = "{}"
-	}
-	return []byte(`{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"namespace":"team-a","containers":[` +
-		strings.Join(containers, ",") + `],"annotations":` + annotations + `}}`)
-}
-
-const breakGlass = `{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-9"}`
+// breakGlass is the inside of an annotations object, for imageReview.
+const breakGlass = `"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-9"`
 
 // TestMetricsCountEveryReviewByEndpointDecisionAndRule sends reviews of
 // every kind through the handler, then scrapes the metrics listener as
