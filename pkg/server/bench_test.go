@@ -46,9 +46,9 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
-// benchImageReview renders an ImageReview exactly as the kube-apiserver's
+// imageReview renders an ImageReview exactly as the kube-apiserver's
 // ImagePolicyWebhook plugin sends it.
-func benchImageReview(annotations string, images ...string) []byte {
+func imageReview(annotations string, images ...string) []byte {
 	var containers []string
 	for _, img := range images {
 		containers = append(containers, `{"image":"`+img+`"}`)
@@ -80,12 +80,12 @@ type handlerCase struct {
 
 func imageReviewCases() []handlerCase {
 	return []handlerCase{
-		{"containers=1/allowed", server.PathImagePolicy, benchImageReview("", "registry.my.com/team-a/app:1.4.2"), true},
-		{"containers=3/denied", server.PathImagePolicy, benchImageReview(`"ops.image-policy.k8s.io/owner":"team-a"`,
+		{"containers=1/allowed", server.PathImagePolicy, imageReview("", "registry.my.com/team-a/app:1.4.2"), true},
+		{"containers=3/denied", server.PathImagePolicy, imageReview(`"ops.image-policy.k8s.io/owner":"team-a"`,
 			"registry.my.com/team-a/app:1.4.2", "quay.io/prometheus/node-exporter:v1.7.0", "nginx:latest"), false},
-		{"containers=3/break-glass", server.PathImagePolicy, benchImageReview(`"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-1234"`,
+		{"containers=3/break-glass", server.PathImagePolicy, imageReview(`"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-1234"`,
 			"registry.my.com/team-a/app:1.4.2", "quay.io/prometheus/node-exporter:v1.7.0", "nginx:1.25"), true},
-		{"containers=10/allowed", server.PathImagePolicy, benchImageReview("",
+		{"containers=10/allowed", server.PathImagePolicy, imageReview("",
 			"registry.my.com/team-a/app:1.4.2", "registry.my.com/platform/envoy:v1.31.2", "quay.io/prometheus/node-exporter:v1.7.0",
 			"registry.my.com/platform/fluent-bit:3.1", "registry.my.com/platform/vault-agent:1.17", "busybox:1.36",
 			"registry.my.com/team-a/worker:1.4.2", "registry.my.com/team-a/migrate:1.4.2", "registry.my.com/platform/otel:0.104",
