@@ -205,6 +205,7 @@ func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err 
 		return policy.Input{}, false, errors.New("the AdmissionReview carries no request")
 	}
 	in.Namespace = req.Namespace
+	in.User, in.Groups = req.UserInfo.Username, req.UserInfo.Groups
 	switch req.Operation {
 	case admissionv1.Delete, admissionv1.Connect:
 		return in, false, nil

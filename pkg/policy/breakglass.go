@@ -16,6 +16,7 @@ const (
 	breakGlassName   = "break-glass"
 	breakGlassValue  = "break-glass"
 	ticketName       = "ticket"
+	expiresName      = "expires"
 	// maxTicketLen bounds what an annotation can push into audit logs.
 	maxTicketLen = 128
 )
@@ -36,6 +37,10 @@ type BreakGlass struct {
 	Keys []string
 	// Tickets are the tickets given, sorted and without duplicates.
 	Tickets []string
+	// Expires are the values of <prefix>.image-policy.k8s.io/expires
+	// annotations (RFC 3339 times), unparsed, sorted and without
+	// duplicates; every one must hold.
+	Expires []string
 }
 
 // Ticket joins the tickets with ",", or returns "" when there are none.
@@ -56,7 +61,9 @@ func (b BreakGlass) ticketSuffix() string {
 //
 //	<prefix>.image-policy.k8s.io/<ticket>: "break-glass"
 //
-// where <prefix> is a non-empty lower-case DNS subdomain. Anything else, such
+// where <prefix> is a non-empty lower-case DNS subdomain. An optional
+// <prefix>.image-policy.k8s.io/expires: "<RFC 3339 time>" bounds the
+// request in time (see [BreakGlassOptions.MaxAge]). Anything else, such
 // as a bare "image-policy.k8s.io/" key or "x.image-policy.k8s.io.evil.com/",
 // is ignored.
 func ParseBreakGlass(annotations map[string]string) BreakGlass {
@@ -77,6 +84,8 @@ func ParseBreakGlass(annotations map[string]string) BreakGlass {
 			if t := strings.TrimSpace(value); t != "" {
 				tickets = append(tickets, truncate(t, maxTicketLen))
 			}
+		case name == expiresName && value != breakGlassValue:
+			b.Expires = append(b.Expires, truncate(strings.TrimSpace(value), 64))
 		case value == breakGlassValue:
 			b.Requested = true
 			b.Keys = append(b.Keys, key)
@@ -89,6 +98,8 @@ func ParseBreakGlass(annotations map[string]string) BreakGlass {
 	slices.Sort(b.Keys)
 	slices.Sort(tickets)
 	b.Tickets = slices.Compact(tickets)
+	slices.Sort(b.Expires)
+	b.Expires = slices.Compact(b.Expires)
 	return b
 }
 

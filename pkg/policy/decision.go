@@ -17,13 +17,17 @@ const (
 	RuleLatestTag Rule = "latest-tag"
 	// RuleNoImages means the request named no image at all.
 	RuleNoImages Rule = "no-images"
+	// RuleDeniedRepository: the image is in a denied repository.
+	RuleDeniedRepository Rule = "denied-repository"
+	// RuleDigestRequired: the rule requires a digest and the image has none.
+	RuleDigestRequired Rule = "digest-required"
 )
 
 // Overridable reports whether break-glass may override a violation of r.
 // An unparsable reference cannot run anywhere and an empty request is not a
 // pod, so overriding those would only hide a broken request.
 func (r Rule) Overridable() bool {
-	return r == RuleRegistry || r == RuleLatestTag
+	return r == RuleRegistry || r == RuleLatestTag || r == RuleDeniedRepository || r == RuleDigestRequired
 }
 
 // Violation is one reason an image is refused.
@@ -94,6 +98,13 @@ const (
 	AuditTicket     = "ticket"
 	AuditOverridden = "overridden-violations"
 	AuditWarned     = "warn-mode-violations"
+	// AuditBreakGlassRefused says why a break-glass request was refused.
+	AuditBreakGlassRefused = "break-glass-refused"
+	// AuditPolicyHash and AuditPolicyRule name the policy version (see
+	// [Policy.Hash]) and the rule that judged; set on every decision of a
+	// policy that has a hash, i.e. one loaded from a policy file.
+	AuditPolicyHash = "policy-hash"
+	AuditPolicyRule = "policy-rule"
 )
 
 // Decision is the policy's answer for one pod.
@@ -102,8 +113,11 @@ type Decision struct {
 	Allowed bool
 	// Outcome says why it is allowed or not.
 	Outcome Outcome
-	// Mode is the mode of the policy that decided.
+	// Mode is the mode of the rule that decided.
 	Mode Mode
+	// RuleName names the rule that decided: "default" or a namespace
+	// rule's name.
+	RuleName string
 	// Violations lists every problem found, in the order of the pod's
 	// images and then of the rules; duplicates of one container and image
 	// are judged once.
@@ -113,16 +127,24 @@ type Decision struct {
 	// BreakGlassDisabled is set when the pod asked for break-glass but the
 	// policy does not allow it.
 	BreakGlassDisabled bool
+	// BreakGlassRefused says why the rule refused the pod's break-glass
+	// request (no ticket, a user not allowed, an expired annotation); empty
+	// when it was not refused.
+	BreakGlassRefused string
 	// AuditAnnotations are key/value pairs the caller should record in the
 	// audit log (see the Audit* keys).
 	AuditAnnotations map[string]string
 }
 
 // resolve turns the violations and break-glass request into the verdict.
-func (d *Decision) resolve(allowBreakGlass bool) {
+func (d *Decision) resolve(allowBreakGlass bool, refusal string) {
 	bg := d.BreakGlass.Requested
-	if bg && !allowBreakGlass {
+	switch {
+	case bg && !allowBreakGlass:
 		d.BreakGlassDisabled = true
+		bg = false
+	case bg && refusal != "":
+		d.BreakGlassRefused = refusal
 		bg = false
 	}
 	switch {
@@ -147,6 +169,12 @@ func (d *Decision) resolve(allowBreakGlass bool) {
 		}
 	} else if d.Outcome == OutcomeWarned {
 		d.AuditAnnotations = map[string]string{AuditWarned: d.Summary()}
+	}
+	if d.BreakGlassRefused != "" {
+		if d.AuditAnnotations == nil {
+			d.AuditAnnotations = map[string]string{}
+		}
+		d.AuditAnnotations[AuditBreakGlassRefused] = d.BreakGlassRefused
 	}
 }
 
@@ -186,6 +214,8 @@ func (d *Decision) Reason() string {
 	switch {
 	case d.BreakGlassDisabled:
 		s += "; break-glass was requested but is disabled on this server"
+	case d.BreakGlassRefused != "":
+		s += "; break-glass refused: " + d.BreakGlassRefused
 	case d.BreakGlass.Requested:
 		s += "; break-glass cannot override an invalid image reference or an empty request"
 	}

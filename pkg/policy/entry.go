@@ -32,14 +32,29 @@ type RegistryEntry struct {
 	// Path is the repository path the entry is restricted to; empty means
 	// the whole registry.
 	Path string
+	// Wildcard marks a "*.host[:port][/path]" entry (see
+	// [ParseAllowedEntry]): Domain is then the host suffix, with its port,
+	// and any subdomain of it matches.
+	Wildcard bool
+	// Apex, with Wildcard, says the entry was written "*host" without the
+	// dot and so also matches the host itself. Matching stays on label
+	// boundaries: "*example.com" never matches "badexample.com".
+	Apex bool
 }
 
 // String returns the normalised form of the entry.
 func (e RegistryEntry) String() string {
-	if e.Path == "" {
-		return e.Domain
+	d := e.Domain
+	switch {
+	case e.Wildcard && e.Apex:
+		d = "*" + d
+	case e.Wildcard:
+		d = "*." + d
 	}
-	return e.Domain + "/" + e.Path
+	if e.Path == "" {
+		return d
+	}
+	return d + "/" + e.Path
 }
 
 // Matches reports whether a normalised repository (domain and path as
@@ -47,13 +62,83 @@ func (e RegistryEntry) String() string {
 // entry. Domains compare exactly after case folding; paths match the entry's
 // path itself or anything below it, on "/" boundaries only.
 func (e RegistryEntry) Matches(domain, path string) bool {
-	if canonicalDomain(domain) != e.Domain {
+	if !e.matchesDomain(canonicalDomain(domain)) {
 		return false
 	}
 	if e.Path == "" || path == e.Path {
 		return true
 	}
 	return len(path) > len(e.Path) && path[len(e.Path)] == '/' && path[:len(e.Path)] == e.Path
+}
+
+// matchesDomain compares a canonical registry host[:port] with the entry's.
+// A wildcard matches hosts ending in "." plus its host, on the same port
+// (none matches none), and the host itself only when Apex is set.
+func (e RegistryEntry) matchesDomain(d string) bool {
+	if !e.Wildcard {
+		return d == e.Domain
+	}
+	host, port := splitPort(d)
+	ehost, eport := splitPort(e.Domain)
+	if port != eport {
+		return false
+	}
+	if host == ehost {
+		return e.Apex
+	}
+	return len(host) > len(ehost)+1 && host[len(host)-len(ehost)-1] == '.' && host[len(host)-len(ehost):] == ehost
+}
+
+// splitPort splits "host:port" into "host" and ":port"; a bracketed IPv6
+// host keeps its brackets.
+func splitPort(d string) (host, port string) {
+	i := strings.LastIndexByte(d, ':')
+	if i < 0 || strings.IndexByte(d[i:], ']') >= 0 {
+		return d, ""
+	}
+	return d[:i], d[i:]
+}
+
+// ParseAllowedEntry parses an entry of a policy file's allowedRegistries,
+// deniedRepositories or exemptImages list: every form [ParseRegistryEntry]
+// takes, plus "*.host[:port][/path]", which matches any subdomain of host
+// (on that port, below that path) but not host itself. "*host" without the
+// dot also matches host itself; [Compile] warns about it, since it is
+// usually a typo for "*.host".
+func ParseAllowedEntry(raw string) (RegistryEntry, error) {
+	s := strings.TrimSpace(raw)
+	rest, ok := strings.CutPrefix(s, "*")
+	if !ok {
+		return ParseRegistryEntry(raw)
+	}
+	e := RegistryEntry{Raw: raw, Wildcard: true}
+	if r, dot := strings.CutPrefix(rest, "."); dot {
+		rest = r
+	} else {
+		e.Apex = true
+	}
+	host, path, hasPath := strings.Cut(rest, "/")
+	switch {
+	case strings.ContainsAny(rest, "*@") || strings.Contains(rest, "://"):
+		return RegistryEntry{}, fmt.Errorf("registry entry %q: a wildcard is one leading \"*.\" before a host, as in \"*.example.com\"", raw)
+	case !anchoredDomain.MatchString(host) || strings.HasPrefix(host, "["):
+		return RegistryEntry{}, fmt.Errorf("registry entry %q: %q is not a registry host[:port]", raw, host)
+	}
+	if h, _ := splitPort(host); !strings.Contains(h, ".") {
+		return RegistryEntry{}, fmt.Errorf("registry entry %q: a wildcard must keep at least two labels (\"*.example.com\", not \"*.com\")", raw)
+	}
+	e.Domain = canonicalDomain(host)
+	if hasPath {
+		named, err := reference.ParseNormalizedNamed(e.Domain + "/" + path)
+		if err != nil {
+			return RegistryEntry{}, fmt.Errorf("registry entry %q: %w", raw, err)
+		}
+		if !reference.IsNameOnly(named) {
+			return RegistryEntry{}, fmt.Errorf("registry entry %q: must not carry a tag or digest", raw)
+		}
+		e.Path = reference.Path(named)
+	}
+	return e, nil
 }
 
 // ParseRegistryEntry parses a whitelist entry. An entry without "/" is a
@@ -109,6 +194,13 @@ func canonicalDomain(d string) string {
 // lintEntry returns a warning for entries that parse but are probably a
 // mistake, or "" when the entry looks deliberate.
 func lintEntry(e RegistryEntry) string {
+	if e.Wildcard {
+		if e.Apex {
+			return fmt.Sprintf("registry entry %q matches %s itself as well as its subdomains; write %q for subdomains only, or list both %q and %q",
+				e.Raw, e.Domain, "*."+e.Domain, e.Domain, "*."+e.Domain)
+		}
+		return ""
+	}
 	if e.Domain == dockerHub && e.Path != "" && !strings.Contains(e.Path, "/") && e.Path != "library" {
 		return fmt.Sprintf("registry entry %q covers the Docker Hub namespace %s/... only; for the official image write %q",
 			e.Raw, e.Path, dockerHub+"/library/"+e.Path)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/distribution/reference"
 )
@@ -35,7 +36,9 @@ func ParseMode(s string) (Mode, error) {
 	}
 }
 
-// Options configure a Policy.
+// Options configure a Policy from the command-line flags: they are its
+// default rule, applied to every namespace. A policy file adds namespace
+// rules and more checks; see [Spec] and [Compile].
 type Options struct {
 	// RegistryWhitelist lists the registries (host[:port]) and repository
 	// paths (host[:port]/path) images may come from. Empty turns the
@@ -50,58 +53,44 @@ type Options struct {
 	Mode Mode
 }
 
+// Rule returns the options as a default rule.
+func (o Options) Rule() RuleOptions {
+	return RuleOptions{
+		Name:              DefaultRuleName,
+		AllowedRegistries: o.RegistryWhitelist,
+		RejectLatest:      o.RejectLatest,
+		Mode:              o.Mode,
+		BreakGlass:        BreakGlassOptions{Enabled: o.AllowBreakGlass},
+	}
+}
+
 // Policy is a compiled, immutable set of rules. It is safe for concurrent
 // use; a new policy replaces an old one by swapping pointers.
 type Policy struct {
-	whitelist       []RegistryEntry
-	allowedList     string // whitelist rendered once for messages
-	rejectLatest    bool
-	allowBreakGlass bool
-	mode            Mode
-	warnings        []string
+	def      *rule
+	exact    map[string]*rule // namespace name -> rule
+	globs    []glob           // most specific first
+	warnings []string
+	hash     string
+	source   string
 }
 
-// New validates opts and compiles them into a Policy. Every invalid
-// whitelist entry is reported, each by name.
+// New validates opts and compiles them into a Policy with one rule, the
+// default. Every invalid whitelist entry is reported, each by name. Unlike a
+// policy file, flags take no wildcard entries.
 func New(opts Options) (*Policy, error) {
-	p := &Policy{
-		rejectLatest:    opts.RejectLatest,
-		allowBreakGlass: opts.AllowBreakGlass,
-		mode:            opts.Mode,
-	}
-	if p.mode == "" {
-		p.mode = ModeEnforce
-	}
-	if _, err := ParseMode(string(p.mode)); err != nil {
-		return nil, err
-	}
 	var errs []error
-	seen := make(map[string]bool, len(opts.RegistryWhitelist))
 	for _, raw := range opts.RegistryWhitelist {
-		e, err := ParseRegistryEntry(raw)
-		if err != nil {
+		if _, err := ParseRegistryEntry(raw); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		if seen[e.String()] {
-			continue
-		}
-		seen[e.String()] = true
-		if w := lintEntry(e); w != "" {
-			p.warnings = append(p.warnings, w)
-		}
-		p.whitelist = append(p.whitelist, e)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	names := make([]string, len(p.whitelist))
-	for i, e := range p.whitelist {
-		names[i] = e.String()
-	}
-	p.allowedList = strings.Join(names, ", ")
-	if len(p.whitelist) == 0 {
-		p.warnings = append(p.warnings, "no registry whitelist is configured: images from every registry are allowed")
+	p, err := Compile(Spec{Default: opts.Rule()})
+	if err != nil {
+		return nil, unwrapFieldErrors(err)
 	}
 	return p, nil
 }
@@ -110,8 +99,15 @@ func New(opts Options) (*Policy, error) {
 // make it invalid but probably are not what the operator meant.
 func (p *Policy) Warnings() []string { return p.warnings }
 
-// Mode returns the policy's enforcement mode.
-func (p *Policy) Mode() Mode { return p.mode }
+// Mode returns the enforcement mode of the policy's default rule.
+func (p *Policy) Mode() Mode { return p.def.mode }
+
+// Hash identifies the policy's content (see [Spec.Hash]); empty when the
+// caller gave none.
+func (p *Policy) Hash() string { return p.hash }
+
+// Source says where the policy came from (see [Spec.Source]).
+func (p *Policy) Source() string { return p.source }
 
 // Image is one image a pod would run.
 type Image struct {
@@ -135,12 +131,22 @@ type Input struct {
 	// Annotations are the pod's annotations; only break-glass keys
 	// (see [ParseBreakGlass]) are read.
 	Annotations map[string]string
+	// User and Groups identify who asked, when the wire format says
+	// (an AdmissionReview's userInfo; an ImageReview carries no identity).
+	// Only break-glass restricted to some users or groups reads them.
+	User   string
+	Groups []string
+	// Time is when the request is judged, for break-glass expiry; zero
+	// means now.
+	Time time.Time
 }
 
-// Evaluate judges every image of in and combines the results into one
-// Decision. It never fails: anything it cannot understand is a violation.
+// Evaluate judges every image of in under the rule for in.Namespace and
+// combines the results into one Decision. It never fails: anything it cannot
+// understand is a violation.
 func (p *Policy) Evaluate(in Input) Decision {
-	d := Decision{Mode: p.mode}
+	r, _ := p.ruleFor(in.Namespace)
+	d := Decision{Mode: r.mode, RuleName: r.name}
 	if len(in.Images) == 0 {
 		d.Violations = append(d.Violations, Violation{
 			Rule:    RuleNoImages,
@@ -151,10 +157,21 @@ func (p *Policy) Evaluate(in Input) Decision {
 		if duplicateImage(in.Images[:i], img) {
 			continue
 		}
-		d.Violations = p.checkImage(d.Violations, img)
+		d.Violations = r.checkImage(d.Violations, img)
 	}
 	d.BreakGlass = ParseBreakGlass(in.Annotations)
-	d.resolve(p.allowBreakGlass)
+	refusal := ""
+	if d.BreakGlass.Requested && r.breakGlass.Enabled {
+		refusal = r.breakGlassRefusal(d.BreakGlass, in)
+	}
+	d.resolve(r.breakGlass.Enabled, refusal)
+	if p.hash != "" {
+		if d.AuditAnnotations == nil {
+			d.AuditAnnotations = make(map[string]string, 2)
+		}
+		d.AuditAnnotations[AuditPolicyHash] = p.hash
+		d.AuditAnnotations[AuditPolicyRule] = r.name
+	}
 	return d
 }
 
@@ -170,7 +187,7 @@ func duplicateImage(seen []Image, img Image) bool {
 }
 
 // checkImage appends img's violations to vs, in a fixed rule order.
-func (p *Policy) checkImage(vs []Violation, img Image) []Violation {
+func (r *rule) checkImage(vs []Violation, img Image) []Violation {
 	named, err := reference.ParseNormalizedNamed(img.Ref)
 	if img.Ref == "" {
 		err = errors.New("the reference is empty")
@@ -181,41 +198,92 @@ func (p *Policy) checkImage(vs []Violation, img Image) []Violation {
 			Message: fmt.Sprintf("not a valid image reference (%v); write it as [registry[:port]/]repository[:tag][@digest], repository in lower case", err),
 		})
 	}
+	domain, path := reference.Domain(named), reference.Path(named)
+	if _, ok := r.exemption(named, domain, path); ok {
+		return vs
+	}
 	normalized := named.String()
-	if len(p.whitelist) > 0 {
-		domain, path := reference.Domain(named), reference.Path(named)
-		if msg := p.registryProblem(domain, path); msg != "" {
-			vs = append(vs, Violation{
-				Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: RuleRegistry, Message: msg,
-			})
+	add := func(rule Rule, msg string) {
+		vs = append(vs, Violation{
+			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: rule, Message: msg,
+		})
+	}
+	if len(r.whitelist) > 0 {
+		if msg := r.registryProblem(domain, path); msg != "" {
+			add(RuleRegistry, msg)
 		}
 	}
-	if p.rejectLatest {
+	if e, ok := matchEntry(r.denied, domain, path); ok {
+		add(RuleDeniedRepository, fmt.Sprintf("repository %s/%s is denied by rule %q (entry %s); use another image",
+			canonicalDomain(domain), path, r.name, e))
+	}
+	if r.rejectLatest {
 		if msg := latestProblem(named); msg != "" {
-			vs = append(vs, Violation{
-				Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: RuleLatestTag, Message: msg,
-			})
+			add(RuleLatestTag, msg)
+		}
+	}
+	if r.requireDigest {
+		if _, ok := named.(reference.Digested); !ok {
+			add(RuleDigestRequired, fmt.Sprintf("rule %q requires images pinned by digest; append the digest (@sha256:...)", r.name))
 		}
 	}
 	return vs
 }
 
+// exemption returns the exemptImages entry that covers the image, if any.
+func (r *rule) exemption(named reference.Named, domain, path string) (string, bool) {
+	if len(r.exemptRefs) > 0 {
+		c := canonicalRef(named)
+		for _, ref := range r.exemptRefs {
+			if ref == c {
+				return ref, true
+			}
+		}
+	}
+	if e, ok := matchEntry(r.exemptRepos, domain, path); ok {
+		return e.String(), true
+	}
+	return "", false
+}
+
+func matchEntry(es []RegistryEntry, domain, path string) (RegistryEntry, bool) {
+	for _, e := range es {
+		if e.Matches(domain, path) {
+			return e, true
+		}
+	}
+	return RegistryEntry{}, false
+}
+
+// canonicalRef is a reference's normalised form with its registry in the
+// form entries compare in, for exact exemptions.
+func canonicalRef(named reference.Named) string {
+	s := canonicalDomain(reference.Domain(named)) + "/" + reference.Path(named)
+	if t, ok := named.(reference.Tagged); ok {
+		s += ":" + t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		s += "@" + d.Digest().String()
+	}
+	return s
+}
+
 // registryProblem explains why the repository domain/path is outside the
 // whitelist, or returns "" when an entry covers it.
-func (p *Policy) registryProblem(domain, path string) string {
+func (r *rule) registryProblem(domain, path string) string {
 	sameRegistry := false
-	for _, e := range p.whitelist {
+	for _, e := range r.whitelist {
 		if e.Matches(domain, path) {
 			return ""
 		}
-		sameRegistry = sameRegistry || e.Domain == canonicalDomain(domain)
+		sameRegistry = sameRegistry || (e.Path != "" && e.matchesDomain(canonicalDomain(domain)))
 	}
 	if sameRegistry {
 		return fmt.Sprintf("repository %s/%s is not under an allowed path of registry %s (allowed: %s); use an image from an allowed repository",
-			canonicalDomain(domain), path, canonicalDomain(domain), p.allowedList)
+			canonicalDomain(domain), path, canonicalDomain(domain), r.allowedList)
 	}
 	return fmt.Sprintf("registry %s is not allowed (allowed: %s); push or mirror the image to an allowed registry and use that reference",
-		canonicalDomain(domain), p.allowedList)
+		canonicalDomain(domain), r.allowedList)
 }
 
 // latestProblem explains why named is a mutable "latest" reference, or
