@@ -73,6 +73,7 @@ type Policy struct {
 	warnings []string
 	hash     string
 	source   string
+	linted   map[string]bool // entry findings already reported, while compiling
 }
 
 // New validates opts and compiles them into a Policy with one rule, the

@@ -153,7 +153,7 @@ func (g *glob) match(ns string) bool {
 // policy invalid but are probably mistakes are returned by
 // [Policy.Warnings].
 func Compile(spec Spec) (*Policy, error) {
-	p := &Policy{exact: map[string]*rule{}, hash: spec.Hash, source: spec.Source}
+	p := &Policy{exact: map[string]*rule{}, hash: spec.Hash, source: spec.Source, linted: map[string]bool{}}
 	var errs []error
 	spec.Default.Name = DefaultRuleName
 	p.def = p.compileRule(spec.Default, DefaultRuleName, &errs)
@@ -261,6 +261,12 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		*errs = append(*errs, &FieldError{Path: path + ".mode", Err: err})
 	}
 	warn := func(field string, i int, msg string) {
+		// A namespace rule inherits the default rule's lists: report a
+		// finding about one entry once, where it is first written.
+		if p.linted[msg] {
+			return
+		}
+		p.linted[msg] = true
 		if p.source == "" { // flags: no field path to show
 			p.warnings = append(p.warnings, msg)
 			return
@@ -334,9 +340,6 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 	bg := ro.BreakGlass
 	if bg.MaxAge < 0 {
 		*errs = append(*errs, &FieldError{Path: path + ".breakGlass.maxAge", Err: fmt.Errorf("maxAge %s must not be negative", bg.MaxAge)})
-	}
-	if !bg.Enabled && (bg.RequireTicket || len(bg.AllowedUsers) > 0 || len(bg.AllowedGroups) > 0 || bg.MaxAge > 0) {
-		p.warnings = append(p.warnings, fmt.Sprintf("%s.breakGlass: rule %q restricts break-glass but does not enable it, so the restrictions never apply", path, ro.Name))
 	}
 	return r
 }

@@ -285,7 +285,7 @@ func TestCompileWarnings(t *testing.T) {
 		Rules: []policy.RuleOptions{
 			{Name: "a", Namespaces: []string{"team-a"}, AllowedRegistries: []string{"registry.my.com"}},
 			{Name: "b", Namespaces: []string{"team-a"}, AllowedRegistries: []string{"registry.my.com"}},
-			{Name: "all", Namespaces: []string{"*"}, AllowedRegistries: []string{"registry.my.com"}, BreakGlass: policy.BreakGlassOptions{RequireTicket: true}},
+			{Name: "all", Namespaces: []string{"*"}, AllowedRegistries: []string{"registry.my.com"}},
 		},
 	})
 	want := []string{
@@ -294,7 +294,6 @@ func TestCompileWarnings(t *testing.T) {
 		`default.allowedRegistries[1]: registry entry "registry.my.com/team" is already covered by "registry.my.com"`,
 		`rules[1].namespaces[0]: rule "b"'s namespace "team-a" is already claimed by rule "a"`,
 		`rules[1]: rule "b" can never match`,
-		`rules[2].breakGlass: rule "all" restricts break-glass but does not enable it`,
 		`rules[2].namespaces[0]: rule "all" claims every namespace with "*", so the default rule never applies`,
 	}
 	got := p.Warnings()

@@ -1,0 +1,478 @@
+// Package policyfile reads imagegate's policy file: a YAML ImagePolicy with a
+// default rule and namespace rules, decoded strictly (an unknown field, a
+// wrong type or an invalid entry is an error naming the file, line and
+// field) and compiled into a policy.Policy.
+//
+//	apiVersion: imagegate.dev/v1alpha1
+//	kind: ImagePolicy
+//	default:
+//	  allowedRegistries: [registry.my.com]
+//	rules:
+//	  - name: team-a
+//	    namespaces: [team-a, team-a-*]
+//	    allowedRegistries: [registry.my.com, "*.team-a.example.com"]
+//
+// A namespace rule inherits every field it does not set from the default
+// rule. Command-line policy flags given explicitly override the default
+// rule's fields (see [Overrides]).
+package policyfile
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// APIVersion and Kind identify a policy file.
+const (
+	APIVersion = "imagegate.dev/v1alpha1"
+	Kind       = "ImagePolicy"
+)
+
+// MaxFileBytes bounds a policy file; a policy is a few kilobytes.
+const MaxFileBytes = 1 << 20
+
+// File is the policy file's schema.
+type File struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	// Default judges every namespace no rule claims.
+	Default Rule `yaml:"default"`
+	// Rules are the namespace rules.
+	Rules []NamespaceRule `yaml:"rules"`
+}
+
+// Rule is what a rule checks. A field left out (nil) is inherited: a
+// namespace rule's from the default rule, the default rule's from the
+// built-in defaults (rejectLatest true, breakGlass enabled, mode enforce).
+type Rule struct {
+	AllowedRegistries  *[]string   `yaml:"allowedRegistries"`
+	RejectLatest       *bool       `yaml:"rejectLatest"`
+	RequireDigest      *bool       `yaml:"requireDigest"`
+	ExemptImages       *[]string   `yaml:"exemptImages"`
+	DeniedRepositories *[]string   `yaml:"deniedRepositories"`
+	Mode               *string     `yaml:"mode"`
+	BreakGlass         *BreakGlass `yaml:"breakGlass"`
+}
+
+// NamespaceRule is a rule for the namespaces it names.
+type NamespaceRule struct {
+	Name       string   `yaml:"name"`
+	Namespaces []string `yaml:"namespaces"`
+	Rule       `yaml:",inline"`
+}
+
+// BreakGlass restricts break-glass; fields left out are inherited.
+type BreakGlass struct {
+	Enabled       *bool     `yaml:"enabled"`
+	RequireTicket *bool     `yaml:"requireTicket"`
+	AllowedUsers  *[]string `yaml:"allowedUsers"`
+	AllowedGroups *[]string `yaml:"allowedGroups"`
+	MaxAge        *string   `yaml:"maxAge"`
+}
+
+// Overrides are the policy settings given on the command line (or through
+// the environment). Each non-nil field replaces the file's default-rule
+// field, and so reaches every namespace rule that inherits it.
+type Overrides struct {
+	RegistryWhitelist *[]string // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
+	RejectLatest      *bool     // --reject-latest
+	AllowBreakGlass   *bool     // --allow-break-glass
+	Mode              *string   // --mode
+}
+
+// Defaults are the built-in default-rule settings, the same as the flags'
+// defaults.
+var Defaults = policy.RuleOptions{
+	Name:         policy.DefaultRuleName,
+	RejectLatest: true,
+	Mode:         policy.ModeEnforce,
+	BreakGlass:   policy.BreakGlassOptions{Enabled: true},
+}
+
+// Loaded is a compiled policy file.
+type Loaded struct {
+	// Policy is the compiled policy, carrying Hash.
+	Policy *policy.Policy
+	// Spec is what was compiled, after inheritance and overrides.
+	Spec policy.Spec
+	// Hash identifies the effective policy: the first 12 hex digits of the
+	// SHA-256 of Spec's canonical JSON. Comments, formatting and key order
+	// do not change it.
+	Hash string
+	// Warnings are lint findings, each "file:line: field: message".
+	Warnings []string
+}
+
+// Load reads and compiles the policy file at path.
+func Load(path string, o Overrides) (*Loaded, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileBytes)
+	}
+	return Parse(path, data, o)
+}
+
+// Parse decodes and compiles a policy file's content; name is used in
+// messages. Every error says where: "name:line: field: message".
+func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: the file is empty; it needs apiVersion: %s and kind: %s", name, APIVersion, Kind)
+		}
+		return nil, locateYAMLError(name, data, err, nil)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s:%d: a policy file holds one YAML document; remove everything after the first", name, extra.Line)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d: the file must be a YAML mapping with apiVersion, kind, default and rules", name, root.Line)
+	}
+	w := &walker{name: name, lines: map[string]int{}}
+	w.walk(root, reflect.TypeFor[File](), "")
+	if len(w.errs) > 0 {
+		return nil, errors.Join(w.errs...)
+	}
+	var file File
+	if err := root.Decode(&file); err != nil {
+		return nil, locateYAMLError(name, data, err, w.lines)
+	}
+	var errs []error
+	if file.APIVersion != APIVersion || file.Kind != Kind {
+		errs = append(errs, fmt.Errorf("%s:%d: apiVersion %q and kind %q: want apiVersion %s and kind %s",
+			name, w.line("apiVersion", "kind"), file.APIVersion, file.Kind, APIVersion, Kind))
+	}
+	if o.RegistryWhitelist != nil {
+		w.forget("default.allowedRegistries") // the flag's entries are not on the file's lines
+	}
+	spec := file.spec(o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	canonical, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	sum := sha256.Sum256(canonical)
+	spec.Hash = hex.EncodeToString(sum[:])[:12]
+	spec.Source = name
+	p, err := policy.Compile(spec)
+	if err != nil {
+		for _, e := range flatten(err) {
+			var fe *policy.FieldError
+			if errors.As(e, &fe) {
+				if w.inherited(fe.Path) {
+					continue // reported where the default rule says it
+				}
+				e = w.locate(fe.Path, fe.Err)
+			} else {
+				e = fmt.Errorf("%s: %w", name, e)
+			}
+			errs = append(errs, e)
+		}
+		return nil, errors.Join(errs...)
+	}
+	l := &Loaded{Policy: p, Spec: spec, Hash: spec.Hash}
+	for _, msg := range p.Warnings() {
+		l.Warnings = append(l.Warnings, w.locateWarning(msg))
+	}
+	return l, nil
+}
+
+// spec resolves inheritance and overrides into a policy.Spec, reporting
+// settings the policy package cannot see (durations) through fail.
+func (f *File) spec(o Overrides, fail func(path string, err error)) policy.Spec {
+	def := f.Default.apply(Defaults, "default", fail)
+	if o.RegistryWhitelist != nil {
+		def.AllowedRegistries = *o.RegistryWhitelist
+	}
+	if o.RejectLatest != nil {
+		def.RejectLatest = *o.RejectLatest
+	}
+	if o.AllowBreakGlass != nil {
+		def.BreakGlass.Enabled = *o.AllowBreakGlass
+	}
+	if o.Mode != nil {
+		def.Mode = policy.Mode(*o.Mode)
+	}
+	spec := policy.Spec{Default: def}
+	for i, nr := range f.Rules {
+		r := nr.apply(def, fmt.Sprintf("rules[%d]", i), fail)
+		r.Name, r.Namespaces = nr.Name, nr.Namespaces
+		spec.Rules = append(spec.Rules, r)
+	}
+	return spec
+}
+
+// apply returns base with every field r sets replaced.
+func (r Rule) apply(base policy.RuleOptions, path string, fail func(string, error)) policy.RuleOptions {
+	out := base
+	out.Namespaces = nil
+	setList(&out.AllowedRegistries, r.AllowedRegistries)
+	setList(&out.ExemptImages, r.ExemptImages)
+	setList(&out.DeniedRepositories, r.DeniedRepositories)
+	set(&out.RejectLatest, r.RejectLatest)
+	set(&out.RequireDigest, r.RequireDigest)
+	if r.Mode != nil {
+		out.Mode = policy.Mode(*r.Mode)
+	}
+	if bg := r.BreakGlass; bg != nil {
+		set(&out.BreakGlass.Enabled, bg.Enabled)
+		set(&out.BreakGlass.RequireTicket, bg.RequireTicket)
+		setList(&out.BreakGlass.AllowedUsers, bg.AllowedUsers)
+		setList(&out.BreakGlass.AllowedGroups, bg.AllowedGroups)
+		if bg.MaxAge != nil {
+			d, err := time.ParseDuration(strings.TrimSpace(*bg.MaxAge))
+			if err != nil || d <= 0 {
+				fail(path+".breakGlass.maxAge", fmt.Errorf("maxAge %q: want a positive duration such as 30m, 4h or 168h", *bg.MaxAge))
+			}
+			out.BreakGlass.MaxAge = d
+		}
+	}
+	return out
+}
+
+func set[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}
+
+func setList(dst *[]string, v *[]string) {
+	if v != nil {
+		*dst = slices.Clone(*v)
+	}
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// walker checks a YAML node tree against the schema's field names, so an
+// unknown key is an error with its line, and records the line of every
+// field path for later messages.
+type walker struct {
+	name  string
+	lines map[string]int // "rules[0].allowedRegistries[1]" -> line
+	errs  []error
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		var names []string
+		collectFields(t, fields, &names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			p := key.Value
+			if path != "" {
+				p = path + "." + key.Value
+			}
+			ft, ok := fields[key.Value]
+			if !ok {
+				w.errs = append(w.errs, fmt.Errorf("%s:%d: %s", w.name, key.Line, unknownField(key.Value, path, names)))
+				continue
+			}
+			w.lines[p] = key.Line
+			w.walk(val, ft, p)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			w.lines[p] = item.Line
+			w.walk(item, t.Elem(), p)
+		}
+	}
+}
+
+func collectFields(t reflect.Type, fields map[string]reflect.Type, names *[]string) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			collectFields(f.Type, fields, names)
+			continue
+		}
+		fields[tag] = f.Type
+		*names = append(*names, tag)
+	}
+}
+
+func unknownField(key, path string, known []string) string {
+	where := "at the top level"
+	if path != "" {
+		where = "in " + path
+	}
+	for _, k := range known {
+		if strings.EqualFold(k, key) || strings.EqualFold(k, key+"s") || strings.EqualFold(k+"s", key) {
+			return fmt.Sprintf("unknown field %q %s; did you mean %q?", key, where, k)
+		}
+	}
+	return fmt.Sprintf("unknown field %q %s; known fields: %s", key, where, strings.Join(known, ", "))
+}
+
+// inherited reports whether path is a namespace rule's field that the rule
+// does not set, so its value, and any error in it, is the default rule's.
+func (w *walker) inherited(path string) bool {
+	rest, ok := strings.CutPrefix(path, "rules[")
+	if !ok {
+		return false
+	}
+	_, rest, _ = strings.Cut(rest, "].")
+	field, _, _ := strings.Cut(rest, ".")
+	field, _, _ = strings.Cut(field, "[")
+	if field == "name" || field == "namespaces" || field == "" {
+		return false
+	}
+	key := path[:len(path)-len(rest)] + field
+	_, set := w.lines[key]
+	return !set
+}
+
+// forget drops the lines of path and everything below it.
+func (w *walker) forget(path string) {
+	for p := range w.lines {
+		if p == path || strings.HasPrefix(p, path+"[") || strings.HasPrefix(p, path+".") {
+			delete(w.lines, p)
+		}
+	}
+}
+
+// line returns the line of the first path that has one, or 1.
+func (w *walker) line(paths ...string) int {
+	for _, p := range paths {
+		if l, ok := w.lines[p]; ok {
+			return l
+		}
+	}
+	return 1
+}
+
+// locate turns a field error into "name:line: path: message", using the
+// line of the longest prefix of path the file has (a field inherited from
+// the default rule is reported where the rule is).
+func (w *walker) locate(path string, err error) error {
+	for p := path; p != ""; p = parentPath(p) {
+		if l, ok := w.lines[p]; ok {
+			return fmt.Errorf("%s:%d: %s: %w", w.name, l, path, err)
+		}
+	}
+	return fmt.Errorf("%s: %s: %w", w.name, path, err)
+}
+
+var warningPath = regexp.MustCompile(`^([A-Za-z]+(?:\[\d+\])?(?:\.[A-Za-z]+(?:\[\d+\])?)*): `)
+
+func (w *walker) locateWarning(msg string) string {
+	m := warningPath.FindStringSubmatch(msg)
+	if m == nil {
+		return w.name + ": " + msg
+	}
+	return w.locate(m[1], errors.New(msg[len(m[0]):])).Error()
+}
+
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
+
+// unquotedStar finds a plain YAML value starting with "*", which YAML reads
+// as an alias.
+var unquotedStar = regexp.MustCompile(`(^|[-:\[,])\s*\*`)
+
+func lineOf(data []byte, n int) []byte {
+	for i := 1; i < n; i++ {
+		j := bytes.IndexByte(data, '\n')
+		if j < 0 {
+			return nil
+		}
+		data = data[j+1:]
+	}
+	if j := bytes.IndexByte(data, '\n'); j >= 0 {
+		data = data[:j]
+	}
+	return data
+}
+
+var yamlLine = regexp.MustCompile(`^line (\d+): `)
+
+// locateYAMLError rewrites the YAML library's "yaml: line N: ..." and
+// "line N: cannot unmarshal ..." messages as "name:N: field: ...".
+func locateYAMLError(name string, data []byte, err error, lines map[string]int) error {
+	var te *yaml.TypeError
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var out []error
+	for _, msg := range msgs {
+		m := yamlLine.FindStringSubmatch(msg)
+		if m == nil {
+			out = append(out, fmt.Errorf("%s: %s", name, msg))
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		rest := msg[len(m[0]):]
+		if strings.Contains(rest, "unknown anchor") || unquotedStar.Match(lineOf(data, line)) || unquotedStar.Match(lineOf(data, line+1)) {
+			rest += `; quote entries that start with "*", as in "*.example.com"`
+		}
+		if field := pathAt(lines, line); field != "" {
+			rest = field + ": " + rest
+		}
+		out = append(out, fmt.Errorf("%s:%d: %s", name, line, rest))
+	}
+	return errors.Join(out...)
+}
+
+// pathAt returns the deepest field path recorded at line, or "".
+func pathAt(lines map[string]int, line int) string {
+	best := ""
+	for p, l := range lines {
+		if l == line && (len(p) > len(best) || len(p) == len(best) && p < best) {
+			best = p
+		}
+	}
+	return best
+}

@@ -1,0 +1,209 @@
+package policyfile_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/policyfile"
+)
+
+const examplePolicy = "../../examples/policy/policy.yaml"
+
+// Every broken file is an error that names the file, the line and the field.
+func TestLoadInvalidFiles(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		file string // under testdata/
+		want string // the whole error message
+	}{
+		{file: "invalid-unknown-field.yaml", want: `testdata/invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, exemptImages, deniedRepositories, mode, breakGlass`},
+		{file: "invalid-unknown-top-level.yaml", want: `testdata/invalid-unknown-top-level.yaml:3: unknown field "defaults" at the top level; did you mean "default"?`},
+		{file: "invalid-unknown-breakglass-field.yaml", want: `testdata/invalid-unknown-breakglass-field.yaml:6: unknown field "requireTickets" in default.breakGlass; did you mean "requireTicket"?`},
+		{file: "invalid-wrong-kind.yaml", want: `testdata/invalid-wrong-kind.yaml:1: apiVersion "imagegate.dev/v1" and kind "ImagePolicy": want apiVersion imagegate.dev/v1alpha1 and kind ImagePolicy`},
+		{file: "invalid-bad-entry.yaml", want: `testdata/invalid-bad-entry.yaml:6: default.allowedRegistries[1]: registry entry "https://registry.evil.io": drop the URL scheme, write host[:port] or host[:port]/path`},
+		{file: "invalid-bad-wildcard.yaml", want: `testdata/invalid-bad-wildcard.yaml:7: rules[0].allowedRegistries[0]: registry entry "*.com": a wildcard must keep at least two labels ("*.example.com", not "*.com")`},
+		{file: "invalid-unquoted-wildcard.yaml", want: `testdata/invalid-unquoted-wildcard.yaml:5: did not find expected alphabetic or numeric character; quote entries that start with "*", as in "*.example.com"`},
+		{file: "invalid-bad-namespace.yaml", want: `testdata/invalid-bad-namespace.yaml:7: rules[0].namespaces[1]: namespace "Team_B": a namespace name or glob uses lower-case letters, digits, '-' and '*' only`},
+		{file: "invalid-wrong-type.yaml", want: "testdata/invalid-wrong-type.yaml:4: default.rejectLatest: cannot unmarshal !!str `sometimes` into bool"},
+		{file: "invalid-bad-mode.yaml", want: `testdata/invalid-bad-mode.yaml:6: rules[0].mode: unknown mode "audit": want "enforce" or "warn"`},
+		{file: "invalid-bad-maxage.yaml", want: `testdata/invalid-bad-maxage.yaml:5: default.breakGlass.maxAge: maxAge "1 day": want a positive duration such as 30m, 4h or 168h`},
+		{file: "invalid-duplicate-key.yaml", want: `testdata/invalid-duplicate-key.yaml:5: default.rejectLatest: mapping key "rejectLatest" already defined at line 4`},
+		{file: "invalid-rule-without-name.yaml", want: `testdata/invalid-rule-without-name.yaml:4: rules[0].name: every rule needs a name (it appears in audit annotations and explanations)`},
+		{file: "invalid-bad-exempt.yaml", want: `testdata/invalid-bad-exempt.yaml:5: default.exemptImages[0]: exempt image "registry.k8s.io/Pause:3.10": invalid reference format: repository name (Pause) must be lowercase`},
+		{file: "invalid-syntax.yaml", want: `testdata/invalid-syntax.yaml:3: did not find expected ',' or ']'`},
+		{file: "invalid-two-documents.yaml", want: `testdata/invalid-two-documents.yaml:3: a policy file holds one YAML document; remove everything after the first`},
+		{file: "invalid-empty.yaml", want: `testdata/invalid-empty.yaml: the file is empty; it needs apiVersion: imagegate.dev/v1alpha1 and kind: ImagePolicy`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			t.Parallel()
+			l, err := policyfile.Load(filepath.Join("testdata", tc.file), policyfile.Overrides{})
+			if err == nil {
+				t.Fatalf("Load accepted %s (hash %s)", tc.file, l.Hash)
+			}
+			if got := err.Error(); got != tc.want {
+				t.Errorf("error =\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryError(t *testing.T) {
+	t.Parallel()
+	_, err := policyfile.Parse("p.yaml", []byte(`apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+default:
+  allowedRegistries: ["bad entry"]
+rules:
+  - name: a
+    namespaces: ["A"]
+    mode: loud
+`), policyfile.Overrides{})
+	want := `p.yaml:4: default.allowedRegistries[0]: registry entry "bad entry": not a valid registry host[:port]
+p.yaml:8: rules[0].mode: unknown mode "loud": want "enforce" or "warn"
+p.yaml:7: rules[0].namespaces[0]: namespace "A": a namespace name or glob uses lower-case letters, digits, '-' and '*' only`
+	if err == nil || err.Error() != want {
+		t.Errorf("error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestLoadLintWarnings(t *testing.T) {
+	t.Parallel()
+	l, err := policyfile.Load("testdata/lint.yaml", policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`testdata/lint.yaml:6: default.allowedRegistries[1]: registry entry "bitnami" names a host that no image reference can use`,
+		`testdata/lint.yaml:13: rules[1].allowedRegistries[0]: registry entry "*example.com" matches example.com itself as well as its subdomains`,
+		`testdata/lint.yaml:11: rules[1].namespaces[0]: rule "second"'s namespace "team-a" is already claimed by rule "first", which wins`,
+		`testdata/lint.yaml:10: rules[1]: rule "second" can never match`,
+	}
+	if len(l.Warnings) != len(want) {
+		t.Fatalf("Warnings =\n%s\nwant %d", strings.Join(l.Warnings, "\n"), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(l.Warnings[i], want[i]) {
+			t.Errorf("warning %d =\n%s\nwant it to start with\n%s", i, l.Warnings[i], want[i])
+		}
+	}
+}
+
+// The example policy is the documentation: it must load cleanly and decide
+// what its comments say.
+func TestExamplePolicy(t *testing.T) {
+	t.Parallel()
+	l, err := policyfile.Load(examplePolicy, policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Warnings) > 0 {
+		t.Errorf("the example policy has lint warnings:\n%s", strings.Join(l.Warnings, "\n"))
+	}
+	const digest = "@sha256:4c9d9d4b6b4f1ce3e6a5d5e4c1b44ad9e4e0b3f0b1b51f19e3ef9c0f6d5a7e1a"
+	tests := []struct {
+		namespace, image string
+		want             policy.Outcome
+		wantRule         string // the rule that judged
+	}{
+		{namespace: "default", image: "registry.corp.example.com/shop/web:1.2.0", want: policy.OutcomeAllowed, wantRule: "default"},
+		{namespace: "default", image: "quay.io/prometheus/node-exporter:v1.8.0", want: policy.OutcomeAllowed, wantRule: "default"},
+		{namespace: "default", image: "registry.corp.example.com/deprecated/web:1", want: policy.OutcomeDenied, wantRule: "default"},
+		{namespace: "default", image: "nginx:1.27", want: policy.OutcomeDenied, wantRule: "default"},
+		{namespace: "kube-system", image: "registry.k8s.io/pause:3.10", want: policy.OutcomeAllowed, wantRule: "system"},
+		{namespace: "kube-system", image: "busybox:1.36.1", want: policy.OutcomeAllowed, wantRule: "system"},
+		{namespace: "kube-system", image: "registry.k8s.io/coredns/coredns:v1.11.3", want: policy.OutcomeAllowed, wantRule: "system"},
+		{namespace: "team-a-dev", image: "eu.registry.team-a.example.com/api:2.0.1", want: policy.OutcomeAllowed, wantRule: "team-a"},
+		{namespace: "team-a", image: "registry.team-a.example.com/api:2.0.1", want: policy.OutcomeDenied, wantRule: "team-a"},
+		{namespace: "team-b", image: "eu.registry.team-a.example.com/api:2.0.1", want: policy.OutcomeDenied, wantRule: "default"},
+		{namespace: "payments", image: "registry.corp.example.com/pay/api:3.1.0", want: policy.OutcomeDenied, wantRule: "payments"},
+		{namespace: "payments-eu", image: "registry.corp.example.com/pay/api:3.1.0" + digest, want: policy.OutcomeAllowed, wantRule: "payments"},
+		{namespace: "sandbox-42", image: "nginx", want: policy.OutcomeWarned, wantRule: "sandbox"},
+	}
+	for _, tc := range tests {
+		d := l.Policy.Evaluate(policy.Input{Namespace: tc.namespace, Images: []policy.Image{{Ref: tc.image}}})
+		if d.Outcome != tc.want || d.RuleName != tc.wantRule {
+			t.Errorf("%s %s: %s by rule %q, want %s by %q (%s)", tc.namespace, tc.image, d.Outcome, d.RuleName, tc.want, tc.wantRule, d.Reason())
+		}
+		if d.AuditAnnotations[policy.AuditPolicyHash] != l.Hash {
+			t.Errorf("%s %s: audit annotations %v lack the policy hash %s", tc.namespace, tc.image, d.AuditAnnotations, l.Hash)
+		}
+	}
+}
+
+// Flags given on the command line override the default rule, and reach the
+// namespace rules that inherit from it, but not fields a rule sets itself.
+func TestOverridesApplyToTheDefaultRule(t *testing.T) {
+	t.Parallel()
+	src := []byte(`apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+default:
+  allowedRegistries: [registry.my.com]
+  rejectLatest: false
+  mode: warn
+rules:
+  - name: own
+    namespaces: [own]
+    allowedRegistries: [registry.own.example.com]
+  - name: inherit
+    namespaces: [inherit]
+`)
+	whitelist := []string{"flag.example.com"}
+	yes, enforce := true, "enforce"
+	l, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{RegistryWhitelist: &whitelist, RejectLatest: &yes, Mode: &enforce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, own, inherit := l.Spec.Default, l.Spec.Rules[0], l.Spec.Rules[1]
+	if strings.Join(def.AllowedRegistries, ",") != "flag.example.com" || !def.RejectLatest || def.Mode != policy.ModeEnforce {
+		t.Errorf("default rule = %+v, want the flags' values", def)
+	}
+	if strings.Join(own.AllowedRegistries, ",") != "registry.own.example.com" || !own.RejectLatest {
+		t.Errorf("rule own = %+v, want its own registries and the flag's rejectLatest", own)
+	}
+	if strings.Join(inherit.AllowedRegistries, ",") != "flag.example.com" || inherit.Mode != policy.ModeEnforce {
+		t.Errorf("rule inherit = %+v, want what the default rule has after the flags", inherit)
+	}
+	plain, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Spec.Default.RejectLatest || plain.Spec.Default.Mode != policy.ModeWarn {
+		t.Errorf("without flags the default rule = %+v, want the file's values", plain.Spec.Default)
+	}
+}
+
+// The hash names what the policy does, not how the file is written.
+func TestHashIgnoresFormatting(t *testing.T) {
+	t.Parallel()
+	a := "apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\ndefault:\n  allowedRegistries: [registry.my.com]\n  rejectLatest: true\n"
+	b := "# a comment\nkind: ImagePolicy\napiVersion: imagegate.dev/v1alpha1\ndefault:\n  rejectLatest: true\n  allowedRegistries:\n    - registry.my.com\n"
+	c := strings.Replace(a, "registry.my.com", "registry.other.com", 1)
+	hash := func(src string) string {
+		l, err := policyfile.Parse("p.yaml", []byte(src), policyfile.Overrides{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Hash
+	}
+	if hash(a) != hash(b) {
+		t.Errorf("hash changed with comments and key order: %s vs %s", hash(a), hash(b))
+	}
+	if hash(a) == hash(c) {
+		t.Errorf("hash %s did not change with the registry", hash(a))
+	}
+	if len(hash(a)) != 12 {
+		t.Errorf("hash %q: want 12 hex digits", hash(a))
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
+	_, err := policyfile.Load(filepath.Join(t.TempDir(), "nope.yaml"), policyfile.Overrides{})
+	if !os.IsNotExist(err) {
+		t.Errorf("Load(missing) = %v, want a not-exist error", err)
+	}
+}
