@@ -47,7 +47,7 @@ const usage = `imagegate decides which container images a Kubernetes cluster may
 
 Usage:
   imagegate serve [flags]            serve the ImagePolicyWebhook and validating-webhook backends over HTTPS
-  imagegate check [flags] IMAGE...   judge images offline with the same policy flags
+  imagegate check [flags] IMAGE...   judge images offline with the same policy flags or --config file
   imagegate version                  print the version
 
 Run 'imagegate COMMAND --help' for a command's flags. For kube-image-bouncer
@@ -123,9 +123,16 @@ func (a *App) serve(ctx context.Context, args []string) int {
 	if fs.Changed("listen") {
 		cfg.Port = 0 // the --listen flag names its port and beats BOUNCER_PORT
 	}
+	cfg.Policy.MarkExplicit(fs, a.Getenv)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate serve: invalid configuration:\n%v\n", err)
 		return ExitUsage
+	}
+	if cfg.Policy.File != "" {
+		if _, err := cfg.Policy.LoadFile(); err != nil {
+			fmt.Fprintf(a.Stderr, "imagegate serve: invalid policy file:\n%v\n", err)
+			return ExitUsage
+		}
 	}
 	log := newLogger(cfg, a.Stderr)
 	if err := a.Serve(ctx, cfg, log); err != nil {
@@ -137,10 +144,11 @@ func (a *App) serve(ctx context.Context, args []string) int {
 
 // RunServer compiles the policy, then serves until ctx is done.
 func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	p, err := compilePolicy(cfg.Policy, log)
+	p, warnings, err := loadPolicy(cfg.Policy)
 	if err != nil {
 		return err
 	}
+	logWarnings(log, warnings)
 	var active atomic.Pointer[policy.Policy]
 	active.Store(p)
 	// One recorder for the server and for whoever swaps the policy: call
@@ -151,24 +159,19 @@ func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Policy.File != "" {
+		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policyHash", p.Hash())
+		return serveWithReload(ctx, srv, cfg.Policy, &active, log)
+	}
 	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,
 		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())
 	return srv.ListenAndServe(ctx)
 }
 
-func compilePolicy(pc config.PolicyConfig, log *slog.Logger) (*policy.Policy, error) {
-	opts, err := pc.Options()
-	if err != nil {
-		return nil, err
-	}
-	p, err := policy.New(opts)
-	if err != nil {
-		return nil, fmt.Errorf("invalid policy: %w", err)
-	}
-	for _, w := range p.Warnings() {
+func logWarnings(log *slog.Logger, warnings []string) {
+	for _, w := range warnings {
 		log.Warn("policy warning", "warning", w)
 	}
-	return p, nil
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -188,14 +191,20 @@ func (a *App) check(args []string) int {
 	}
 	fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
 	pc.AddFlags(fs)
-	namespace := fs.String("namespace", "default", "namespace the pod would run in")
+	namespace := fs.String("namespace", "default", "namespace the pod would run in (with --config, it selects the namespace rule)")
+	explain := fs.Bool("explain", false, "print, per image, its normalised form, the rule that judged it and what each check found")
+	strict := fs.Bool("strict-config", false, "fail (exit 2) when the policy has lint warnings, e.g. to gate a policy change in CI")
+	user := fs.String("user", "", "user asking, for break-glass restricted to allowedUsers (the validating webhook knows it; ImageReviews carry none)")
+	groups := fs.StringSlice("group", nil, "groups of --user, comma-separated and repeatable, for break-glass restricted to allowedGroups")
 	annotations := fs.StringToString("annotation", nil, "pod annotation key=value, repeatable (e.g. ops.image-policy.k8s.io/break-glass=true)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: imagegate check [flags] IMAGE...
 
-Judge each image as 'imagegate serve' would with the same flags, one line per
-image: outcome, image, then its normalised form or what is wrong.
-Exit status: 0 all allowed, 1 any denied, 2 usage error.
+Judge each image as 'imagegate serve' would with the same flags and policy
+file, one line per image: outcome, image, then its normalised form or what is
+wrong; with --explain, a block per image saying which rule judged it and what
+each check found. Exit status: 0 all allowed, 1 any denied, 2 usage error or
+an invalid policy (with --strict-config, also a policy with warnings).
 
 Flags:
 %s`, fs.FlagUsages())
@@ -207,14 +216,32 @@ Flags:
 		fmt.Fprintln(a.Stderr, "imagegate check: name at least one image")
 		return ExitUsage
 	}
-	p, err := compilePolicy(pc, slog.New(slog.NewTextHandler(a.Stderr, nil)))
+	pc.MarkExplicit(fs, a.Getenv)
+	p, warnings, err := loadPolicy(pc)
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
 		return ExitUsage
 	}
+	for _, w := range warnings {
+		fmt.Fprintf(a.Stderr, "imagegate check: warning: %s\n", w)
+	}
+	if *strict && len(warnings) > 0 {
+		fmt.Fprintf(a.Stderr, "imagegate check: --strict-config: the policy has %d warning(s)\n", len(warnings))
+		return ExitUsage
+	}
 	code := ExitOK
 	for _, image := range fs.Args() {
-		d := p.Evaluate(policy.Input{Namespace: *namespace, Images: []policy.Image{{Ref: image}}, Annotations: *annotations})
+		in := policy.Input{Namespace: *namespace, Annotations: *annotations, User: *user, Groups: *groups}
+		if *explain {
+			x := p.Explain(in, image)
+			writeExplanation(a.Stdout, &x, p.Hash())
+			if !x.Decision.Allowed {
+				code = ExitDenied
+			}
+			continue
+		}
+		in.Images = []policy.Image{{Ref: image}}
+		d := p.Evaluate(in)
 		detail := d.Reason()
 		if detail == "" {
 			detail, _ = policy.Normalize(image) // allowed, so it parses

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/policyfile"
 )
 
 // Config is everything `imagegate serve` needs.
@@ -65,6 +66,14 @@ type PolicyConfig struct {
 	AllowBreakGlass bool
 	// Mode is enforce or warn.
 	Mode string
+	// File is the policy file (--config). Empty means the flags above are
+	// the whole policy; otherwise they override the file's default rule
+	// where given explicitly (see FileOverrides).
+	File string
+	// FileOverrides are the policy settings given explicitly, by flag or
+	// environment, that override the file's default rule. MarkExplicit sets
+	// them, and only when File is set.
+	FileOverrides policyfile.Overrides
 }
 
 // Default returns the settings used when nothing else is said.
@@ -148,6 +157,41 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
 	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
+	fs.StringVar(&p.File, "config", p.File, "policy file (YAML ImagePolicy) with a default rule and namespace rules; the policy flags above, when given, override its default rule")
+}
+
+// MarkExplicit records, when a policy file is set, which policy settings
+// were given explicitly (flags in fs, or BOUNCER_REGISTRY_WHITELIST through
+// getenv), so they override the file's default rule and nothing else does.
+// Call it after parsing fs.
+func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, getenv func(string) string) {
+	if p.File == "" {
+		return
+	}
+	o := policyfile.Overrides{}
+	if fs.Changed("registry-whitelist") || getenv(EnvRegistryWhitelist) != "" {
+		list := SplitList(strings.Join(p.RegistryWhitelist, ","))
+		o.RegistryWhitelist = &list
+	}
+	if fs.Changed("reject-latest") {
+		v := p.RejectLatest
+		o.RejectLatest = &v
+	}
+	if fs.Changed("allow-break-glass") {
+		v := p.AllowBreakGlass
+		o.AllowBreakGlass = &v
+	}
+	if fs.Changed("mode") {
+		mode := strings.ToLower(strings.TrimSpace(p.Mode))
+		o.Mode = &mode
+	}
+	p.FileOverrides = o
+}
+
+// LoadFile reads and compiles the policy file with the explicit settings
+// applied to its default rule.
+func (p PolicyConfig) LoadFile() (*policyfile.Loaded, error) {
+	return policyfile.Load(p.File, p.FileOverrides)
 }
 
 // Options compiles the policy settings into policy options.

@@ -207,3 +207,19 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want a not-exist error", err)
 	}
 }
+
+// config/policy-file mounts a copy of the example: keep them one policy.
+func TestConfigMapPolicyIsTheExample(t *testing.T) {
+	t.Parallel()
+	a, err := os.ReadFile(examplePolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../../config/policy-file/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) != string(b) {
+		t.Error("config/policy-file/policy.yaml differs from examples/policy/policy.yaml; copy one onto the other")
+	}
+}

@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// loadPolicy compiles the policy: the file with the explicit flags applied
+// to its default rule when --config is set, the flags alone otherwise. It
+// returns the lint warnings, located in the file when there is one.
+func loadPolicy(pc config.PolicyConfig) (*policy.Policy, []string, error) {
+	if pc.File != "" {
+		l, err := pc.LoadFile()
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid policy file:\n%w", err)
+		}
+		return l.Policy, l.Warnings, nil
+	}
+	opts, err := pc.Options()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := policy.New(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	return p, p.Warnings(), nil
+}
+
+// writeExplanation prints how one image was judged, for check --explain.
+func writeExplanation(w io.Writer, x *policy.Explanation, hash string) {
+	fmt.Fprintf(w, "image %q\n", x.Image)
+	if x.Normalized != "" {
+		fmt.Fprintf(w, "  normalised:         %s\n", x.Normalized)
+	}
+	by := "no namespace rule matches"
+	if x.MatchedBy != "" {
+		by = fmt.Sprintf("matches %q", x.MatchedBy)
+	}
+	version := ""
+	if hash != "" {
+		version = " in policy " + hash
+	}
+	fmt.Fprintf(w, "  rule:               %s (namespace %q %s)%s\n", x.Rule, x.Namespace, by, version)
+	for _, s := range x.Steps {
+		fmt.Fprintf(w, "  %-19s %-4s  %s\n", s.Check+":", s.Result, s.Detail)
+	}
+	d := &x.Decision
+	verdict := string(d.Outcome)
+	if r := d.Reason(); r != "" && d.Outcome != policy.OutcomeDenied {
+		verdict += ": " + r
+	} else if d.BreakGlassRefused != "" || d.BreakGlassDisabled {
+		verdict += " (" + strings.TrimPrefix(r[strings.LastIndex(r, "; ")+2:], " ") + ")"
+	}
+	fmt.Fprintf(w, "  verdict:            %s\n", verdict)
+}

@@ -1,0 +1,184 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const examplePolicy = "../../examples/policy/policy.yaml"
+
+func writePolicy(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\n"+body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCheckWithPolicyFile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    []string // lines of stdout, in order (substrings)
+		wantStderr string   // substring
+		quiet      bool     // stderr must be empty
+	}{
+		{
+			name:     "the namespace selects the rule",
+			args:     []string{"--config", examplePolicy, "--namespace", "team-a-dev", "eu.registry.team-a.example.com/api:2.0.1", "nginx:1.27"},
+			wantCode: 1,
+			wantOut:  []string{"allowed\t\"eu.registry.team-a.example.com/api:2.0.1\"", "denied\t\"nginx:1.27\"\timage \"nginx:1.27\": registry docker.io is not allowed (allowed: registry.corp.example.com, *.registry.team-a.example.com)"},
+		},
+		{
+			name:     "another namespace falls to the default rule",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "eu.registry.team-a.example.com/api:2.0.1"},
+			wantCode: 1,
+			wantOut:  []string{"denied\t\"eu.registry.team-a.example.com/api:2.0.1\"\timage \"eu.registry.team-a.example.com/api:2.0.1\": registry eu.registry.team-a.example.com is not allowed (allowed: registry.corp.example.com, quay.io/prometheus)"},
+		},
+		{
+			name:     "explain says which rule and which entry",
+			args:     []string{"--config", examplePolicy, "--namespace", "team-a-dev", "--explain", "eu.registry.team-a.example.com/api:2.0.1"},
+			wantCode: 0,
+			wantOut: []string{
+				`image "eu.registry.team-a.example.com/api:2.0.1"`,
+				"  normalised:         eu.registry.team-a.example.com/api:2.0.1",
+				`  rule:               team-a (namespace "team-a-dev" matches "team-a-*") in policy `,
+				"  registry:           pass  matches allowedRegistries entry *.registry.team-a.example.com",
+				"  denied-repository:  pass  in no denied repository",
+				`  latest-tag:         pass  tag "2.0.1"`,
+				"  digest-required:    off   requireDigest is off",
+				"  verdict:            allowed",
+			},
+		},
+		{
+			name:     "explain an exemption",
+			args:     []string{"--config", examplePolicy, "--namespace", "kube-system", "--explain", "registry.k8s.io/pause"},
+			wantCode: 0,
+			wantOut:  []string{`image "registry.k8s.io/pause"`, "  normalised:", `  rule:               system (namespace "kube-system" matches "kube-system")`, "  exempt:             pass  exempt by exemptImages entry registry.k8s.io/pause", "  verdict:            allowed"},
+		},
+		{
+			name:     "explain a denial by a default rule",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--explain", "registry.corp.example.com/deprecated/web:1"},
+			wantCode: 1,
+			wantOut:  []string{`image "registry.corp.example.com/deprecated/web:1"`, "  normalised:", `  rule:               default (namespace "shop" no namespace rule matches)`, "  registry:           pass", "  denied-repository:  fail  matches deniedRepositories entry registry.corp.example.com/deprecated", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            denied"},
+		},
+		{
+			name:     "break-glass by an allowed group",
+			args:     []string{"--config", examplePolicy, "--namespace", "team-a", "--annotation", "ops.image-policy.k8s.io/break-glass=true", "--annotation", "ops.image-policy.k8s.io/ticket=INC-7", "--annotation", "ops.image-policy.k8s.io/expires=2999-01-01T00:00:00Z", "--group", "team-a:oncall", "nginx:1.27"},
+			wantCode: 1, // 2999 is further than maxAge: 24h
+			wantOut:  []string{"denied\t\"nginx:1.27\"\t"},
+		},
+		{
+			name:     "flags override the file's default rule",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--registry-whitelist", "docker.io/library", "nginx:1.27"},
+			wantCode: 0,
+			wantOut:  []string{"allowed\t\"nginx:1.27\"\tdocker.io/library/nginx:1.27"},
+		},
+		{
+			name:       "lint warnings are printed",
+			args:       []string{"--config", "../policyfile/testdata/lint.yaml", "registry.my.com/app:1"},
+			wantCode:   0,
+			wantOut:    []string{"allowed"},
+			wantStderr: `imagegate check: warning: ../policyfile/testdata/lint.yaml:10: rules[1]: rule "second" can never match`,
+		},
+		{
+			name:       "strict config fails on warnings",
+			args:       []string{"--config", "../policyfile/testdata/lint.yaml", "--strict-config", "registry.my.com/app:1"},
+			wantCode:   2,
+			wantStderr: "--strict-config: the policy has 4 warning(s)",
+		},
+		{
+			name:     "strict config passes a clean policy",
+			args:     []string{"--config", examplePolicy, "--strict-config", "registry.corp.example.com/app:1"},
+			wantCode: 0,
+			wantOut:  []string{"allowed"},
+			quiet:    true,
+		},
+		{
+			name:       "a broken file is a usage error naming the line",
+			args:       []string{"--config", "../policyfile/testdata/invalid-unknown-field.yaml", "nginx:1"},
+			wantCode:   2,
+			wantStderr: `invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]`,
+		},
+		{
+			name:       "a missing file is a usage error",
+			args:       []string{"--config", "does-not-exist.yaml", "nginx:1"},
+			wantCode:   2,
+			wantStderr: "does-not-exist.yaml",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, nil, nil, append([]string{"check"}, tc.args...)...)
+			if r.code != tc.wantCode {
+				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, tc.wantCode, r.stdout, r.stderr)
+			}
+			lines := splitLines(r.stdout)
+			if len(lines) != len(tc.wantOut) {
+				t.Fatalf("stdout has %d lines, want %d:\n%s", len(lines), len(tc.wantOut), r.stdout)
+			}
+			for i, want := range tc.wantOut {
+				if !strings.HasPrefix(lines[i], want) {
+					t.Errorf("line %d = %q, want it to start with %q", i, lines[i], want)
+				}
+			}
+			if tc.quiet && r.stderr != "" {
+				t.Errorf("stderr = %q, want nothing", r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.wantStderr) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tc.wantStderr)
+			}
+		})
+	}
+}
+
+// With --config, only settings given explicitly override the file's
+// default rule: the flags' built-in defaults do not.
+func TestServeRecordsExplicitPolicySettings(t *testing.T) {
+	t.Parallel()
+	tls := []string{"--tls-cert-file", "c", "--tls-key-file", "k"}
+	path := writePolicy(t, "default:\n  allowedRegistries: [registry.my.com]\n  rejectLatest: false\n")
+	r := run(t, nil, nil, append([]string{"serve", "--config", path, "--mode", "Warn"}, tls...)...)
+	if r.code != 0 || r.served == nil {
+		t.Fatalf("serve exited %d: %s", r.code, r.stderr)
+	}
+	o := r.served.Policy.FileOverrides
+	if o.RegistryWhitelist != nil || o.RejectLatest != nil || o.AllowBreakGlass != nil || o.Mode == nil || *o.Mode != "warn" {
+		t.Errorf("FileOverrides = %+v, want only mode=warn", o)
+	}
+	l, err := r.served.Policy.LoadFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.Default.RejectLatest || l.Spec.Default.Mode != "warn" || strings.Join(l.Spec.Default.AllowedRegistries, ",") != "registry.my.com" {
+		t.Errorf("default rule = %+v, want the file's rejectLatest and registries and the flag's mode", l.Spec.Default)
+	}
+
+	env := map[string]string{"BOUNCER_REGISTRY_WHITELIST": "env.example.com"}
+	r = run(t, env, nil, append([]string{"serve", "--config", path}, tls...)...)
+	if o := r.served.Policy.FileOverrides; o.RegistryWhitelist == nil || strings.Join(*o.RegistryWhitelist, ",") != "env.example.com" {
+		t.Errorf("FileOverrides = %+v, want the environment's whitelist", o)
+	}
+	r = run(t, env, nil, append([]string{"serve", "--config", path, "--registry-whitelist", "flag.example.com"}, tls...)...)
+	if o := r.served.Policy.FileOverrides; o.RegistryWhitelist == nil || strings.Join(*o.RegistryWhitelist, ",") != "flag.example.com" {
+		t.Errorf("FileOverrides = %+v, want the flag's whitelist over the environment's", o)
+	}
+}
+
+func TestServeRefusesABrokenPolicyFile(t *testing.T) {
+	t.Parallel()
+	path := writePolicy(t, "default:\n  allowedRegistries: [\"https://x\"]\n")
+	r := run(t, nil, nil, "serve", "--config", path, "--tls-cert-file", "c", "--tls-key-file", "k")
+	if r.code != 2 || r.served != nil {
+		t.Fatalf("serve exited %d (served %v), want 2 before serving", r.code, r.served != nil)
+	}
+	if want := path + `:4: default.allowedRegistries[0]: registry entry "https://x"`; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr = %q, want it to contain %q", r.stderr, want)
+	}
+}
