@@ -17,9 +17,9 @@ const (
 	RuleLatestTag Rule = "latest-tag"
 	// RuleNoImages means the request named no image at all.
 	RuleNoImages Rule = "no-images"
-	// RuleDeniedRepository: the image is in a denied repository.
+	// RuleDeniedRepository means the image is in a denied repository.
 	RuleDeniedRepository Rule = "denied-repository"
-	// RuleDigestRequired: the rule requires a digest and the image has none.
+	// RuleDigestRequired means the rule requires a digest and the image has none.
 	RuleDigestRequired Rule = "digest-required"
 )
 
