@@ -160,7 +160,7 @@ func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	if cfg.Policy.File != "" {
-		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policyHash", p.Hash())
+		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policy", p.Hash())
 		return serveWithReload(ctx, srv, cfg.Policy, &active, log)
 	}
 	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,

@@ -73,6 +73,7 @@ type Policy struct {
 	warnings []string
 	hash     string
 	source   string
+	annotate bool            // add the policy-hash and policy-rule audit annotations
 	linted   map[string]bool // entry findings already reported, while compiling
 }
 
@@ -102,10 +103,6 @@ func (p *Policy) Warnings() []string { return p.warnings }
 
 // Mode returns the enforcement mode of the policy's default rule.
 func (p *Policy) Mode() Mode { return p.def.mode }
-
-// Hash identifies the policy's content (see [Spec.Hash]); empty when the
-// caller gave none.
-func (p *Policy) Hash() string { return p.hash }
 
 // Source says where the policy came from (see [Spec.Source]).
 func (p *Policy) Source() string { return p.source }
@@ -166,7 +163,7 @@ func (p *Policy) Evaluate(in Input) Decision {
 		refusal = r.breakGlassRefusal(d.BreakGlass, in)
 	}
 	d.resolve(r.breakGlass.Enabled, refusal)
-	if p.hash != "" {
+	if p.annotate {
 		if d.AuditAnnotations == nil {
 			d.AuditAnnotations = make(map[string]string, 2)
 		}

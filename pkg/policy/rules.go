@@ -70,10 +70,9 @@ type Spec struct {
 	// Rules are the namespace rules, in the order written; the order
 	// breaks ties between equally specific globs.
 	Rules []RuleOptions
-	// Hash identifies the policy's content; it is logged and, when set,
-	// returned in every decision's audit annotations.
-	Hash string
-	// Source says where the policy came from, e.g. a file name.
+	// Source says where the policy came from, e.g. a file name. When set,
+	// every decision carries the policy-hash and policy-rule audit
+	// annotations, and lint warnings name the field they are about.
 	Source string
 }
 
@@ -112,6 +111,7 @@ func flatten(err error) []error {
 // rule is a compiled RuleOptions.
 type rule struct {
 	name          string
+	patterns      []string // the namespaces it claims, as written, first claims only
 	whitelist     []RegistryEntry
 	allowedList   string // whitelist rendered once for messages
 	rejectLatest  bool
@@ -153,10 +153,12 @@ func (g *glob) match(ns string) bool {
 // policy invalid but are probably mistakes are returned by
 // [Policy.Warnings].
 func Compile(spec Spec) (*Policy, error) {
-	p := &Policy{exact: map[string]*rule{}, hash: spec.Hash, source: spec.Source, linted: map[string]bool{}}
+	p := &Policy{exact: map[string]*rule{}, source: spec.Source, annotate: spec.Source != "", linted: map[string]bool{}}
+	all := make([]*rule, 0, 1+len(spec.Rules))
 	var errs []error
 	spec.Default.Name = DefaultRuleName
 	p.def = p.compileRule(spec.Default, DefaultRuleName, &errs)
+	all = append(all, p.def)
 	if len(spec.Default.Namespaces) > 0 {
 		errs = append(errs, &FieldError{Path: "default.namespaces", Err: errors.New("the default rule applies to every namespace no other rule claims; it takes no namespaces")})
 	}
@@ -181,6 +183,7 @@ func Compile(spec Spec) (*Policy, error) {
 			names[ro.Name] = i
 		}
 		r := p.compileRule(ro, path, &errs)
+		all = append(all, r)
 		if len(ro.Namespaces) == 0 {
 			errs = append(errs, &FieldError{Path: path + ".namespaces", Err: fmt.Errorf("rule %q claims no namespace; list names or globs such as \"team-*\"", ro.Name)})
 		}
@@ -197,6 +200,7 @@ func Compile(spec Spec) (*Policy, error) {
 			}
 			claimed[pat] = ro.Name
 			reachable = true
+			r.patterns = append(r.patterns, pat)
 			if pat == "*" {
 				p.warnings = append(p.warnings, fmt.Sprintf("%s: rule %q claims every namespace with \"*\", so the default rule never applies; put these settings in default instead", fpath, ro.Name))
 			}
@@ -217,6 +221,8 @@ func Compile(spec Spec) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	p.hash = p.computeHash(all)
+	p.linted = nil
 	return p, nil
 }
 

@@ -131,7 +131,7 @@ func ruleStrings(rs []policy.Rule) []string {
 func TestMessagesOfTheNewChecks(t *testing.T) {
 	t.Parallel()
 	p := mustCompile(t, policy.Spec{
-		Hash: "abc123", Source: "policy.yaml",
+		Source: "policy.yaml",
 		Rules: []policy.RuleOptions{{Name: "payments", Namespaces: []string{"payments"}, RequireDigest: true, DeniedRepositories: []string{"registry.my.com/legacy"}}},
 	})
 	d := p.Evaluate(policy.Input{Namespace: "payments", Images: []policy.Image{{Container: "app", Ref: "registry.my.com/legacy/app:1"}}})
@@ -140,7 +140,7 @@ func TestMessagesOfTheNewChecks(t *testing.T) {
 	if got := d.Reason(); got != want {
 		t.Errorf("Reason() =\n%s\nwant\n%s", got, want)
 	}
-	if d.RuleName != "payments" || d.AuditAnnotations[policy.AuditPolicyHash] != "abc123" || d.AuditAnnotations[policy.AuditPolicyRule] != "payments" {
+	if d.RuleName != "payments" || d.AuditAnnotations[policy.AuditPolicyHash] != p.Hash() || d.AuditAnnotations[policy.AuditPolicyRule] != "payments" {
 		t.Errorf("RuleName %q, audit %v: want rule payments and the policy hash", d.RuleName, d.AuditAnnotations)
 	}
 }

@@ -19,9 +19,6 @@ package policyfile
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -111,9 +108,8 @@ type Loaded struct {
 	Policy *policy.Policy
 	// Spec is what was compiled, after inheritance and overrides.
 	Spec policy.Spec
-	// Hash identifies the effective policy: the first 12 hex digits of the
-	// SHA-256 of Spec's canonical JSON. Comments, formatting and key order
-	// do not change it.
+	// Hash identifies the effective policy (policy.Policy.Hash): comments,
+	// formatting and key order do not change it.
 	Hash string
 	// Warnings are lint findings, each "file:line: field: message".
 	Warnings []string
@@ -180,12 +176,6 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	canonical, err := json.Marshal(spec)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	sum := sha256.Sum256(canonical)
-	spec.Hash = hex.EncodeToString(sum[:])[:12]
 	spec.Source = name
 	p, err := policy.Compile(spec)
 	if err != nil {
@@ -203,7 +193,7 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 		}
 		return nil, errors.Join(errs...)
 	}
-	l := &Loaded{Policy: p, Spec: spec, Hash: spec.Hash}
+	l := &Loaded{Policy: p, Spec: spec, Hash: p.Hash()}
 	for _, msg := range p.Warnings() {
 		l.Warnings = append(l.Warnings, w.locateWarning(msg))
 	}

@@ -195,8 +195,8 @@ func TestHashIgnoresFormatting(t *testing.T) {
 	if hash(a) == hash(c) {
 		t.Errorf("hash %s did not change with the registry", hash(a))
 	}
-	if len(hash(a)) != 12 {
-		t.Errorf("hash %q: want 12 hex digits", hash(a))
+	if len(hash(a)) != 16 {
+		t.Errorf("hash %q: want 16 hex digits", hash(a))
 	}
 }
 
