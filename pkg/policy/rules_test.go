@@ -132,7 +132,7 @@ func TestMessagesOfTheNewChecks(t *testing.T) {
 	t.Parallel()
 	p := mustCompile(t, policy.Spec{
 		Source: "policy.yaml",
-		Rules: []policy.RuleOptions{{Name: "payments", Namespaces: []string{"payments"}, RequireDigest: true, DeniedRepositories: []string{"registry.my.com/legacy"}}},
+		Rules:  []policy.RuleOptions{{Name: "payments", Namespaces: []string{"payments"}, RequireDigest: true, DeniedRepositories: []string{"registry.my.com/legacy"}}},
 	})
 	d := p.Evaluate(policy.Input{Namespace: "payments", Images: []policy.Image{{Container: "app", Ref: "registry.my.com/legacy/app:1"}}})
 	want := `container "app" image "registry.my.com/legacy/app:1": repository registry.my.com/legacy/app is denied by rule "payments" (entry registry.my.com/legacy); use another image; ` +
