@@ -78,12 +78,19 @@ type envelope struct {
 // it).
 func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
 	var env envelope
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&env); err != nil {
+	// json.Unmarshal rejects exactly what the decoder below rejects
+	// (malformed JSON, trailing data), without copying the body into a
+	// decoder's buffer; the decoder only runs again to say what was wrong.
+	if err := json.Unmarshal(body, &env); err != nil {
+		env = envelope{}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		if err := dec.Decode(&env); err != nil {
+			return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return nil, errors.New("decode AdmissionReview: unexpected data after the JSON object")
+		}
 		return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("decode AdmissionReview: unexpected data after the JSON object")
 	}
 	if env.Kind != Kind || (env.APIVersion != APIVersionV1 && env.APIVersion != APIVersionV1beta1) {
 		return nil, fmt.Errorf("expected kind %q with apiVersion %q or %q, got apiVersion %q and kind %q",

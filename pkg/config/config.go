@@ -43,6 +43,9 @@ type Config struct {
 	// MetricsListen is the plain-HTTP address of /metrics, /healthz and
 	// /readyz; empty turns that listener off.
 	MetricsListen string
+	// EnablePprof serves Go's profiles (net/http/pprof) under /debug/pprof/
+	// on the metrics listener; off by default, as they expose internals.
+	EnablePprof bool
 	// RequestTimeout bounds the handling of one review.
 	RequestTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight reviews may finish on SIGTERM.
@@ -143,6 +146,7 @@ func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.AllowedClientNames, "allowed-client-names", c.AllowedClientNames,
 		"with --client-ca-file, also require the client certificate's common name or a subject alternative name to be one of these, comma-separated and repeatable")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP address for /metrics, /healthz and /readyz, host:port; empty turns it off")
+	fs.BoolVar(&c.EnablePprof, "enable-pprof", c.EnablePprof, "serve Go profiles under /debug/pprof/ on the metrics listener (needs --metrics-listen; do not expose it beyond the pod)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", c.RequestTimeout, "upper bound for handling one review")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "on SIGTERM, how long in-flight reviews may take to finish")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
@@ -221,6 +225,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("--metrics-listen %q: want host:port (or empty to turn it off)", c.MetricsListen))
 		}
+	}
+	if c.EnablePprof && c.MetricsListen == "" {
+		errs = append(errs, errors.New("--enable-pprof needs --metrics-listen: profiles are served on the metrics listener only"))
 	}
 	if c.Port < 0 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d: out of range", c.Port))

@@ -422,6 +422,11 @@ func TestValidateNamesEachBrokenSetting(t *testing.T) {
 			want: `--mode: unknown mode "audit": want "enforce" or "warn"`,
 		},
 		{
+			name: "pprof without a metrics listener",
+			edit: func(c *config.Config) { c.EnablePprof, c.MetricsListen = true, "" },
+			want: "--enable-pprof needs --metrics-listen",
+		},
+		{
 			name: "zero request timeout",
 			edit: func(c *config.Config) { c.RequestTimeout = 0 },
 			want: "--request-timeout 0s: must be positive",

@@ -31,6 +31,13 @@ const (
 // kind, malformed JSON or trailing data are errors that say what was wrong.
 func Decode(body []byte) (*v1alpha1.ImageReview, error) {
 	var review v1alpha1.ImageReview
+	// json.Unmarshal rejects exactly what the decoder below rejects
+	// (malformed JSON, trailing data), without copying the body into a
+	// decoder's buffer; the decoder only runs again to say what was wrong.
+	if err := json.Unmarshal(body, &review); err == nil {
+		return checkType(&review)
+	}
+	review = v1alpha1.ImageReview{}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&review); err != nil {
 		return nil, fmt.Errorf("decode ImageReview: %w", describeJSONError(err))
@@ -38,10 +45,14 @@ func Decode(body []byte) (*v1alpha1.ImageReview, error) {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("decode ImageReview: unexpected data after the JSON object")
 	}
+	return checkType(&review)
+}
+
+func checkType(review *v1alpha1.ImageReview) (*v1alpha1.ImageReview, error) {
 	if review.APIVersion != APIVersion || review.Kind != Kind {
 		return nil, fmt.Errorf("expected apiVersion %q and kind %q, got apiVersion %q and kind %q", APIVersion, Kind, review.APIVersion, review.Kind)
 	}
-	return &review, nil
+	return review, nil
 }
 
 // describeJSONError adds the byte offset to syntax errors, which

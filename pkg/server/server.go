@@ -5,6 +5,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,11 @@ const (
 
 // PathMetrics is where the metrics listener serves Prometheus metrics.
 const PathMetrics = "/metrics"
+
+// PathPprof is where the metrics listener serves Go's profiles, with
+// --enable-pprof: /debug/pprof/profile?seconds=30 for CPU, /debug/pprof/heap,
+// /debug/pprof/allocs and the rest of net/http/pprof.
+const PathPprof = "/debug"
 
 // Server is an imagegate HTTPS server, with its plain-HTTP metrics and
 // health listener.
@@ -110,14 +116,21 @@ func (s *Server) Handler() http.Handler {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
 	})
-	imagePolicy := s.timeout(s.review(metrics.EndpointImagePolicy, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
+	// --request-timeout bounds reading a review (the server's ReadTimeout)
+	// and writing its answer (WriteTimeout); in between a review does no
+	// I/O, only bounded computation on a body of at most MaxRequestBytes, so
+	// it runs on the connection's goroutine. http.TimeoutHandler would start
+	// another goroutine per review, grow its stack again for the JSON
+	// decoder and buffer the reply: a third of the cost of a small review,
+	// to time out work that cannot block.
+	imagePolicy := s.review(metrics.EndpointImagePolicy, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
 		return imagereview.Review(p, body)
-	}))
+	})
 	r.Method(http.MethodPost, PathImagePolicy, imagePolicy)
 	r.Method(http.MethodPost, PathImagePolicyBouncer, imagePolicy)
-	validate := s.timeout(s.review(metrics.EndpointValidate, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
+	validate := s.review(metrics.EndpointValidate, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
 		return admission.Review(p, body)
-	}))
+	})
 	r.Method(http.MethodPost, PathValidate, validate)
 	r.Method(http.MethodPost, PathValidateBouncer, validate)
 	s.health(r)
@@ -132,16 +145,15 @@ func (s *Server) MetricsHandler() http.Handler {
 	r.Use(middleware.Recoverer)
 	r.Method(http.MethodGet, PathMetrics, s.rec.Handler())
 	s.health(r)
+	if s.cfg.EnablePprof {
+		r.Mount(PathPprof, middleware.Profiler())
+	}
 	return r
 }
 
 func (s *Server) health(r chi.Router) {
 	r.Get(PathHealthz, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	r.Get(PathReadyz, s.readyz)
-}
-
-func (s *Server) timeout(h http.Handler) http.Handler {
-	return http.TimeoutHandler(h, s.cfg.RequestTimeout, fmt.Sprintf("review not answered within --request-timeout=%s", s.cfg.RequestTimeout))
 }
 
 // readyz says whether this replica should get reviews: a policy and a
@@ -173,7 +185,10 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+		buf := getBuffer()
+		defer putBuffer(buf)
+		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+		body := buf.Bytes()
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
@@ -203,6 +218,24 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 		_, _ = w.Write(out)
 		s.rec.Review(endpoint, &d, time.Since(start))
 	}
+}
+
+// Request bodies are read into pooled buffers: the adapters copy what they
+// keep (encoding/json copies strings and raw messages), so a body's bytes are
+// free again once its review is answered. Buffers that grew past
+// maxPooledBuffer for an unusually large review are left to the collector.
+const maxPooledBuffer = 64 << 10
+
+var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 8<<10)) }}
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
 }
 
 func isJSON(contentType string) bool {
