@@ -161,7 +161,7 @@ func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if cfg.Policy.File != "" {
 		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policy", p.Hash())
-		return serveWithReload(ctx, srv, cfg.Policy, &active, log)
+		return serveWithReload(ctx, srv, cfg.Policy, &active, rec, log)
 	}
 	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,
 		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())

@@ -1,0 +1,209 @@
+// Package reload keeps a served policy in step with its file. It watches the
+// file's directory (so it survives the atomic symlink swap with which the
+// kubelet updates a mounted ConfigMap, and editors that write a new file and
+// rename it over the old one) and reloads on SIGHUP too. A new policy is
+// compiled and validated completely before one atomic pointer store swaps it
+// in: a review reads the pointer once, so it sees the old policy or the new
+// one, never a mix. A file that fails to load changes nothing: the last good
+// policy keeps serving, and the failure is logged and counted.
+package reload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// DefaultDebounce is how long the watcher waits after the last change
+// before it reloads, so a burst of events (an editor's write, chmod and
+// rename; the kubelet's swap) is one reload.
+const DefaultDebounce = 100 * time.Millisecond
+
+// LoadFunc compiles the policy file, returning its lint warnings.
+type LoadFunc func() (*policy.Policy, []string, error)
+
+// Reloader swaps Active to the policy Load returns whenever the file at
+// Path changes or Run is told to reload.
+type Reloader struct {
+	// Path is the policy file; its directory is watched.
+	Path string
+	// Load compiles the policy file.
+	Load LoadFunc
+	// Active is the policy the server reads once per request.
+	Active *atomic.Pointer[policy.Policy]
+	// Log receives one line per reload attempt.
+	Log *slog.Logger
+	// Observe, when set, is told about every reload attempt: ok, and the
+	// hash of the policy in force afterwards (e.g. metrics).
+	Observe func(ok bool, hash string)
+	// Debounce overrides DefaultDebounce.
+	Debounce time.Duration
+
+	mu        sync.Mutex // one reload at a time
+	attempts  atomic.Uint64
+	failures  atomic.Uint64
+	lastError atomic.Pointer[string]
+}
+
+// Attempts and Failures count reload attempts and failed ones.
+func (r *Reloader) Attempts() uint64 { return r.attempts.Load() }
+
+// Failures counts reloads that failed and left the last good policy serving.
+func (r *Reloader) Failures() uint64 { return r.failures.Load() }
+
+// LastError is why the last reload failed, or "" when it succeeded.
+func (r *Reloader) LastError() string {
+	if s := r.lastError.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+// Reload loads the file now and swaps the policy in if it is valid and
+// different; trigger says why, for the log. On error the active policy is
+// unchanged.
+func (r *Reloader) Reload(trigger string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts.Add(1)
+	old := r.Active.Load()
+	p, warnings, err := r.Load()
+	if err != nil {
+		n := r.failures.Add(1)
+		msg := err.Error()
+		r.lastError.Store(&msg)
+		r.Log.Error("policy reload failed; the last good policy keeps serving",
+			"trigger", trigger, "file", r.Path, "policy", hashOf(old), "failures", n, "err", err)
+		if r.Observe != nil {
+			r.Observe(false, hashOf(old))
+		}
+		return err
+	}
+	r.lastError.Store(nil)
+	if old != nil && old.Hash() == p.Hash() {
+		r.Log.Debug("policy file changed, policy unchanged", "trigger", trigger, "file", r.Path, "policy", p.Hash())
+	} else {
+		for _, w := range warnings {
+			r.Log.Warn("policy warning", "warning", w)
+		}
+		r.Active.Store(p)
+		r.Log.Info("policy reloaded", "trigger", trigger, "file", r.Path, "policy", p.Hash(), "previous", hashOf(old))
+	}
+	if r.Observe != nil {
+		r.Observe(true, p.Hash())
+	}
+	return nil
+}
+
+func hashOf(p *policy.Policy) string {
+	if p == nil {
+		return ""
+	}
+	return p.Hash()
+}
+
+// Run watches the file and reloads it on change, and on every value from
+// signals (SIGHUP), until ctx is done. It returns an error only when the
+// watch cannot be set up.
+func (r *Reloader) Run(ctx context.Context, signals <-chan os.Signal) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch policy file: %w", err)
+	}
+	defer w.Close()
+	path, err := filepath.Abs(r.Path)
+	if err != nil {
+		return fmt.Errorf("watch policy file: %w", err)
+	}
+	// Watch the directory, not the file: a watch on the file follows the
+	// inode, which a rename or a symlink swap replaces.
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("watch policy file directory %s: %w", dir, err)
+	}
+	// A symlink to a file elsewhere (not the ConfigMap layout, whose
+	// "..data" swap happens in dir) is followed: its target's directory is
+	// watched too, and re-resolved after every change.
+	targetDir := ""
+	follow := func() {
+		target, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return
+		}
+		if td := filepath.Dir(target); td != dir && td != targetDir && !isConfigMapDir(dir, td) {
+			if targetDir != "" {
+				_ = w.Remove(targetDir)
+			}
+			if w.Add(td) == nil {
+				targetDir = td
+			}
+		}
+	}
+	follow()
+	debounce := r.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-signals:
+			if ok {
+				_ = r.Reload("SIGHUP")
+			}
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("policy file watcher closed")
+			}
+			if r.relevant(ev, path, dir, targetDir) {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("policy file watcher closed")
+			}
+			r.Log.Warn("policy file watcher", "err", err)
+		case <-timer.C:
+			_ = r.Reload("file changed")
+			follow()
+		}
+	}
+}
+
+// relevant reports whether ev may have changed what path reads: the file
+// itself, the ConfigMap's "..data" symlink, or anything in the followed
+// symlink target's directory.
+func (r *Reloader) relevant(ev fsnotify.Event, path, dir, targetDir string) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	name := filepath.Clean(ev.Name)
+	switch {
+	case name == path, name == filepath.Join(dir, "..data"):
+		return true
+	case targetDir != "" && filepath.Dir(name) == targetDir:
+		return true
+	}
+	return false
+}
+
+// isConfigMapDir reports whether td is one of the kubelet's timestamped
+// directories inside dir ("dir/..2025_01_31_12_00_00.123"), which the
+// "..data" symlink in dir already tells about.
+func isConfigMapDir(dir, td string) bool {
+	return filepath.Dir(td) == dir && len(filepath.Base(td)) > 2 && filepath.Base(td)[:2] == ".."
+}
