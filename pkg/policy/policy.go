@@ -75,6 +75,7 @@ type Policy struct {
 	source   string
 	annotate bool            // add the policy-hash and policy-rule audit annotations
 	linted   map[string]bool // entry findings already reported, while compiling
+	cache    *verdictCache   // what each image was found to be, per rule
 }
 
 // New validates opts and compiles them into a Policy with one rule, the
@@ -155,7 +156,7 @@ func (p *Policy) Evaluate(in Input) Decision {
 		if duplicateImage(in.Images[:i], img) {
 			continue
 		}
-		d.Violations = r.checkImage(d.Violations, img)
+		d.Violations = p.cache.judge(r, d.Violations, img)
 	}
 	d.BreakGlass = ParseBreakGlass(in.Annotations)
 	refusal := ""

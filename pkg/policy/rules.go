@@ -153,7 +153,7 @@ func (g *glob) match(ns string) bool {
 // policy invalid but are probably mistakes are returned by
 // [Policy.Warnings].
 func Compile(spec Spec) (*Policy, error) {
-	p := &Policy{exact: map[string]*rule{}, source: spec.Source, annotate: spec.Source != "", linted: map[string]bool{}}
+	p := &Policy{exact: map[string]*rule{}, source: spec.Source, annotate: spec.Source != "", linted: map[string]bool{}, cache: newVerdictCache()}
 	all := make([]*rule, 0, 1+len(spec.Rules))
 	var errs []error
 	spec.Default.Name = DefaultRuleName
