@@ -86,7 +86,7 @@ type Options struct {
 }
 
 // Reloader holds the TLS material in force and replaces it when its files
-// change. Use TLSConfig for the server and Watch to keep it current.
+// change. Use TLSConfig for the server and Start to keep it current.
 type Reloader struct {
 	opts Options
 	log  *slog.Logger
@@ -387,36 +387,44 @@ func (r *Reloader) observeReloaded(name string, ok bool, notAfter time.Time) {
 	}
 }
 
-// Watch keeps the material current until ctx is done: it reloads shortly
-// after any change in the files' directories, and every PollInterval.
-func (r *Reloader) Watch(ctx context.Context) {
+// Start keeps the material current until ctx is done: it reloads shortly
+// after any change in the files' directories, and every PollInterval. The
+// watch is in place when Start returns, and anything that changed since New
+// read the files is picked up at once, so no change is missed.
+func (r *Reloader) Start(ctx context.Context) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
-	if w, err := r.watcher(); err != nil {
+	w, err := r.watcher()
+	if err != nil {
 		r.log.Warn("cannot watch certificate files; polling only", "interval", r.opts.PollInterval, "err", err)
 	} else {
-		defer func() { _ = w.Close() }()
 		events, errs = w.Events, w.Errors
 	}
-	poll := time.NewTicker(r.opts.PollInterval)
-	defer poll.Stop()
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
-	defer settle.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-events:
-			settle.Reset(debounce)
-		case err := <-errs:
-			r.log.Warn("certificate file watcher", "err", err)
-		case <-settle.C:
-			r.Reload()
-		case <-poll.C:
-			r.Reload()
+	r.Reload()
+	go func() {
+		if w != nil {
+			defer func() { _ = w.Close() }()
 		}
-	}
+		poll := time.NewTicker(r.opts.PollInterval)
+		defer poll.Stop()
+		settle := time.NewTimer(time.Hour)
+		settle.Stop()
+		defer settle.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-events:
+				settle.Reset(debounce)
+			case err := <-errs:
+				r.log.Warn("certificate file watcher", "err", err)
+			case <-settle.C:
+				r.Reload()
+			case <-poll.C:
+				r.Reload()
+			}
+		}
+	}()
 }
 
 // watcher watches the directories of the files rather than the files: a

@@ -189,8 +189,8 @@ func TestDecisionLogCarriesThePolicyHash(t *testing.T) {
 	if rec := post(f.srv.Handler(), server.PathImagePolicy, "application/json", imageReview("", "nginx:1.25")); rec.Code != 200 {
 		t.Fatalf("status %d", rec.Code)
 	}
-	if want := `"policy":"` + f.active.Load().Hash() + `"`; !strings.Contains(f.logs.String(), want) {
-		t.Errorf("decision log %s has no %s", f.logs, want)
+	if want := `"policy":"` + f.active.Load().Hash() + `"`; !strings.Contains(f.logged(), want) {
+		t.Errorf("decision log %s has no %s", f.logged(), want)
 	}
 }
 

@@ -324,7 +324,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go s.certs.Watch(watchCtx)
+	s.certs.Start(watchCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.cfg.ClientCAFile != "", "allowedClientNames", s.cfg.AllowedClientNames)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,7 +38,15 @@ type fixture struct {
 	cfg    config.Config
 	ca     *servertest.CA
 	logs   *bytes.Buffer
+	logW   *lockedWriter
 	active *atomic.Pointer[policy.Policy]
+}
+
+// logged returns the logs so far, safe to call while the server logs.
+func (f *fixture) logged() string {
+	f.logW.mu.Lock()
+	defer f.logW.mu.Unlock()
+	return f.logs.String()
 }
 
 func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *fixture {
@@ -56,25 +65,23 @@ func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *f
 	active := &atomic.Pointer[policy.Policy]{}
 	active.Store(p)
 	logs := &bytes.Buffer{}
-	srv, err := server.New(cfg, active, slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	logW := &lockedWriter{w: logs}
+	srv, err := server.New(cfg, active, slog.New(slog.NewJSONHandler(logW, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs, active: active}
+	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs, logW: logW, active: active}
 }
 
 // lockedWriter serialises writes from concurrent handlers in tests.
 type lockedWriter struct {
-	mu chan struct{}
+	mu sync.Mutex
 	w  io.Writer
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
-	if l.mu == nil {
-		l.mu = make(chan struct{}, 1)
-	}
-	l.mu <- struct{}{}
-	defer func() { <-l.mu }()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
 

@@ -76,24 +76,31 @@ func (ca *CA) Issue(t testing.TB, dir, cn string) (certFile, keyFile string) {
 }
 
 // IssuePEM signs a leaf certificate with subject common name cn and the
-// given DNS SANs (plus 127.0.0.1 and ::1), usable for both server and client
-// auth, and returns it and a new key as PEM.
+// given DNS SANs (plus 127.0.0.1 and ::1), valid from an hour ago for a
+// day, usable for both server and client auth, and returns it and a new key
+// as PEM.
 func (ca *CA) IssuePEM(t testing.TB, cn string, dnsNames ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	return ca.IssueTemplate(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    dnsNames,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:   time.Now().Add(-time.Hour),
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// IssueTemplate signs tmpl (given a fresh serial number) with a new key and
+// returns the certificate and the key as PEM.
+func (ca *CA) IssueTemplate(t testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn},
-		DNSNames:     dnsNames,
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.SerialNumber = serial(t)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		t.Fatal(err)

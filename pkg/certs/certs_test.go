@@ -1,0 +1,209 @@
+package certs_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/certs"
+	"github.com/imagegate/imagegate/pkg/server/servertest"
+)
+
+// observer records what a Reloader reports.
+type observer struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (o *observer) add(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, s)
+}
+
+func (o *observer) CertificateLoaded(name string, _ time.Time) { o.add("loaded " + name) }
+func (o *observer) CertificateReloaded(name string, ok bool, _ time.Time) {
+	if ok {
+		o.add("reloaded " + name)
+	} else {
+		o.add("failed " + name)
+	}
+}
+func (o *observer) ClientRejected(reason string) { o.add("rejected " + reason) }
+
+func (o *observer) take() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.events
+	o.events = nil
+	return e
+}
+
+// files is a Secret volume holding a serving pair and a client CA.
+type files struct {
+	vol     *servertest.SecretVolume
+	content map[string][]byte
+}
+
+func newFiles(t *testing.T, ca *servertest.CA, clientCA *servertest.CA) *files {
+	t.Helper()
+	crt, key := ca.IssuePEM(t, "localhost", "localhost")
+	f := &files{content: map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": clientCA.CertPEM}}
+	f.vol = servertest.NewSecretVolume(t, t.TempDir(), f.content)
+	return f
+}
+
+func (f *files) update(t *testing.T, edit map[string][]byte) {
+	t.Helper()
+	for k, v := range edit {
+		f.content[k] = v
+	}
+	f.vol.Update(t, f.content)
+}
+
+func (f *files) options(o *observer) certs.Options {
+	return certs.Options{CertFile: f.vol.Path("tls.crt"), KeyFile: f.vol.Path("tls.key"), ClientCAFile: f.vol.Path("ca.crt"), Observer: o}
+}
+
+func serial(c *tls.Certificate) string { return c.Leaf.SerialNumber.String() }
+
+func TestReloadKeepsTheOldMaterialWhenTheNewIsBroken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "serving")
+	clientCA := servertest.NewCA(t, dir, "client")
+	other := servertest.NewCA(t, dir, "other")
+	goodCrt, goodKey := ca.IssuePEM(t, "localhost", "localhost")
+	_, otherKey := ca.IssuePEM(t, "localhost", "localhost")
+	expired, expiredKey := ca.IssueTemplate(t, &x509.Certificate{
+		Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	tests := []struct {
+		name string
+		// edit is the new content of some files.
+		edit map[string][]byte
+		// want is what the observer hears.
+		want []string
+	}{
+		{name: "certificate that is not PEM", edit: map[string][]byte{"tls.crt": []byte("garbage")}, want: []string{"failed serving"}},
+		{name: "certificate cut short", edit: map[string][]byte{"tls.crt": goodCrt[:len(goodCrt)/2]}, want: []string{"failed serving"}},
+		{name: "key of another certificate", edit: map[string][]byte{"tls.crt": goodCrt, "tls.key": otherKey}, want: []string{"failed serving"}},
+		{name: "empty key", edit: map[string][]byte{"tls.key": {}}, want: []string{"failed serving"}},
+		{name: "expired certificate", edit: map[string][]byte{"tls.crt": expired, "tls.key": expiredKey}, want: []string{"failed serving"}},
+		{name: "client CA that is not PEM", edit: map[string][]byte{"ca.crt": []byte("garbage")}, want: []string{"failed client-ca"}},
+		{name: "client CA bundle with a key in it", edit: map[string][]byte{"ca.crt": append(append([]byte{}, other.CertPEM...), goodKey...)}, want: []string{"failed client-ca"}},
+		{name: "both broken", edit: map[string][]byte{"tls.key": otherKey, "ca.crt": {}}, want: []string{"failed serving", "failed client-ca"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFiles(t, ca, clientCA)
+			o := &observer{}
+			r, err := certs.New(f.options(o))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := o.take(), []string{"loaded serving", "loaded client-ca"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("New: got %q, want %q", got, want)
+			}
+			before := serial(r.Certificate())
+			f.update(t, tc.edit)
+			r.Reload()
+			if got := o.take(); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Reload: got %q, want %q", got, tc.want)
+			}
+			if got := serial(r.Certificate()); got != before {
+				t.Errorf("serving certificate %s after a broken renewal, want the old %s", got, before)
+			}
+			// The same broken content is reported once, not on every poll.
+			r.Reload()
+			if got := o.take(); len(got) != 0 {
+				t.Errorf("second Reload of the same files: got %q, want nothing", got)
+			}
+			// A good renewal after the broken one is taken.
+			crt, key := ca.IssuePEM(t, "localhost", "localhost")
+			f.update(t, map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": other.CertPEM})
+			r.Reload()
+			if got := serial(r.Certificate()); got == before {
+				t.Error("a good renewal after a broken one was not used")
+			}
+		})
+	}
+}
+
+func TestReloadSkipsUnchangedFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "serving")
+	f := newFiles(t, ca, servertest.NewCA(t, dir, "client"))
+	o := &observer{}
+	r, err := certs.New(f.options(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.take()
+	f.update(t, nil) // a new ..data directory with the same content
+	r.Reload()
+	if got := o.take(); len(got) != 0 {
+		t.Errorf("Reload of unchanged content: got %q, want nothing", got)
+	}
+	crt, key := ca.IssuePEM(t, "localhost", "localhost")
+	f.update(t, map[string][]byte{"tls.crt": crt, "tls.key": key})
+	r.Reload()
+	if got, want := o.take(), []string{"reloaded serving"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Reload of a renewed pair: got %q, want %q", got, want)
+	}
+}
+
+func TestNewFailsOnBrokenFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "serving")
+	crt, key := ca.Issue(t, dir, "localhost")
+	garbage := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(garbage, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		opts    certs.Options
+		wantErr string
+	}{
+		{name: "missing key", opts: certs.Options{CertFile: crt, KeyFile: filepath.Join(dir, "nope")}, wantErr: "load serving certificate"},
+		{name: "client CA that does not parse", opts: certs.Options{CertFile: crt, KeyFile: key, ClientCAFile: garbage}, wantErr: "certificate 1:"},
+		{name: "client CA with a key", opts: certs.Options{CertFile: crt, KeyFile: key, ClientCAFile: key}, wantErr: `PEM block 1 is a "EC PRIVATE KEY"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := certs.New(tc.opts); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("New: got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestCertificateNames(t *testing.T) {
+	t.Parallel()
+	u, _ := url.Parse("spiffe://cluster.local/ns/kube-system/sa/apiserver")
+	c := &x509.Certificate{
+		Subject:        pkix.Name{CommonName: "kube-apiserver"},
+		DNSNames:       []string{"apiserver.example.com"},
+		EmailAddresses: []string{"ops@example.com"},
+		URIs:           []*url.URL{u},
+	}
+	want := []string{"kube-apiserver", "apiserver.example.com", "ops@example.com", "spiffe://cluster.local/ns/kube-system/sa/apiserver"}
+	if got := certs.CertificateNames(c); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
