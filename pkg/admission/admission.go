@@ -466,3 +466,20 @@ func unreadable(p *policy.Policy, err error) policy.Decision {
 		}},
 	}
 }
+
+// PodTemplate decodes raw, an object of kind k, and returns the template of
+// the pods it makes (for a Pod, the pod itself) and every image those pods
+// would pull, in the order the kubelet starts them. ok is false for a kind
+// imagegate cannot read. It is what the webhook judges, for callers that
+// judge objects read elsewhere (imagegate audit).
+func PodTemplate(k metav1.GroupVersionKind, raw []byte) (tmpl *corev1.PodTemplateSpec, imgs []policy.Image, ok bool, err error) {
+	read, ok := kinds[k]
+	if !ok {
+		return nil, nil, false, nil
+	}
+	tmpl, _, err = read(raw)
+	if err != nil {
+		return nil, nil, true, err
+	}
+	return tmpl, images(tmpl), true, nil
+}

@@ -32,7 +32,9 @@ const (
 // capture output and replace the server.
 type App struct {
 	Stdout, Stderr io.Writer
-	Getenv         func(string) string
+	// Stdin is what audit reads with -f -.
+	Stdin  io.Reader
+	Getenv func(string) string
 	// Serve runs the server with the final config; tests replace it to
 	// check flag and environment precedence without listening.
 	Serve func(ctx context.Context, cfg config.Config, log *slog.Logger) error
@@ -40,7 +42,7 @@ type App struct {
 
 // New returns the App wired to the process's environment.
 func New() *App {
-	return &App{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Serve: RunServer}
+	return &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Serve: RunServer}
 }
 
 const usage = `imagegate decides which container images a Kubernetes cluster may run.
@@ -48,6 +50,7 @@ const usage = `imagegate decides which container images a Kubernetes cluster may
 Usage:
   imagegate serve [flags]            serve the ImagePolicyWebhook and validating-webhook backends over HTTPS
   imagegate check [flags] IMAGE...   judge images offline with the same policy flags or --config file
+  imagegate audit -f FILE|- [flags]  report what already runs (kubectl get ... -A -o json) that the policy refuses
   imagegate version                  print the version
 
 Run 'imagegate COMMAND --help' for a command's flags. For kube-image-bouncer
@@ -67,6 +70,8 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		return a.serve(ctx, rest)
 	case cmd == "check":
 		return a.check(rest)
+	case cmd == "audit":
+		return a.audit(rest)
 	case cmd == "version":
 		fmt.Fprintln(a.Stdout, version.String())
 		return ExitOK

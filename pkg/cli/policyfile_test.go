@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagegate/imagegate/pkg/cli"
 )
 
 const examplePolicy = "../../examples/policy/policy.yaml"
@@ -180,5 +182,41 @@ func TestServeRefusesABrokenPolicyFile(t *testing.T) {
 	}
 	if want := path + `:4: default.allowedRegistries[0]: registry entry "https://x"`; !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr = %q, want it to contain %q", r.stderr, want)
+	}
+}
+
+func TestAudit(t *testing.T) {
+	t.Parallel()
+	fixture := "../audit/testdata/cluster.json"
+	r := run(t, nil, nil, "audit", "--config", examplePolicy, "-f", fixture)
+	if r.code != 1 || !strings.Contains(r.stdout, "9 finding(s) in 12 object(s)") {
+		t.Errorf("audit exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, nil, nil, "audit", "--config", examplePolicy, "-f", fixture, "-o", "json")
+	if r.code != 1 || !strings.HasPrefix(r.stdout, "{\n  \"findings\": [") {
+		t.Errorf("audit -o json exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Flags alone: everything from docker.io is fine, nothing is latest.
+	r = run(t, nil, nil, "audit", "--registry-whitelist", "registry.k8s.io,docker.io,registry.corp.example.com,quay.io,eu.registry.team-a.example.com,us.registry.team-a.example.com", "--reject-latest=false", "-f", fixture)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "0 finding(s)") {
+		t.Errorf("a permissive audit exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, args := range [][]string{{}, {"-f", fixture, "extra"}, {"-f", fixture, "-o", "yaml"}, {"-f", "missing.json"}} {
+		if r := run(t, nil, nil, append([]string{"audit"}, args...)...); r.code != 2 {
+			t.Errorf("audit %q exited %d, want 2: %s", args, r.code, r.stderr)
+		}
+	}
+}
+
+func TestAuditReadsStandardInput(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../audit/testdata/pod.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	app := &cli.App{Stdin: strings.NewReader(string(data)), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	if code := app.Run(t.Context(), []string{"audit", "--config", examplePolicy, "-f", "-"}); code != 1 || !strings.Contains(stdout.String(), "2 finding(s) in 1 object(s)") {
+		t.Errorf("audit -f - exited %d:\n%s%s", code, stdout.String(), stderr.String())
 	}
 }
