@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/spf13/pflag"
@@ -64,7 +63,7 @@ Flags:
 	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "imagegate audit: warning: %s\n", w)
 	}
-	var in io.Reader = a.Stdin
+	in := a.Stdin
 	if *file != "-" {
 		f, err := os.Open(*file)
 		if err != nil {

@@ -75,15 +75,17 @@ func (r *Reloader) LastError() string {
 func (r *Reloader) Reload(trigger string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.attempts.Add(1)
+	defer r.attempts.Add(1) // counted after the log line, so whoever sees the count sees the line
 	old := r.Active.Load()
 	p, warnings, err := r.Load()
 	if err != nil {
-		n := r.failures.Add(1)
+		// Log, then count, as for attempts.
+		n := r.failures.Load() + 1 // reloads are serialised by mu
 		msg := err.Error()
-		r.lastError.Store(&msg)
 		r.Log.Error("policy reload failed; the last good policy keeps serving",
 			"trigger", trigger, "file", r.Path, "policy", hashOf(old), "failures", n, "err", err)
+		r.lastError.Store(&msg)
+		r.failures.Add(1)
 		if r.Observe != nil {
 			r.Observe(false, hashOf(old))
 		}
