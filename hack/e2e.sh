@@ -305,6 +305,7 @@ start_imagegate() {
 	shift $(($# < 2 ? $# : 2))
 	start "$name" "$IMAGEGATE" serve \
 		--listen "127.0.0.1:$port" \
+		--metrics-listen "127.0.0.1:0" \
 		--tls-cert-file "$WORK/pki/imagegate.crt" \
 		--tls-key-file "$WORK/pki/imagegate.key" \
 		--registry-whitelist "$REGISTRY" \
