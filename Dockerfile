@@ -15,6 +15,6 @@ RUN CGO_ENABLED=0 go build -trimpath \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/imagegate /usr/local/bin/imagegate
 USER 65532:65532
-EXPOSE 8443
+EXPOSE 8443 9090
 ENTRYPOINT ["/usr/local/bin/imagegate"]
 CMD ["serve"]
