@@ -29,7 +29,8 @@
 #
 # Settings (environment): BENCH_DURATION (10s per phase), BENCH_RATES
 # ("2000 5000"), BENCH_WORKERS (64), BENCH_FLOOD_IMAGES (1000000; 0 skips),
-# BENCH_PIN, BENCH_IMAGEGATE_ARGS (extra serve flags).
+# BENCH_PIN, BENCH_IMAGEGATE_ARGS (extra serve flags), BENCH_PPROF=1 (save a
+# CPU profile of imagegate's saturation phase, via --enable-pprof).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,6 +39,11 @@ cd "$ROOT"
 DURATION=${BENCH_DURATION:-10s}
 RATES=${BENCH_RATES:-2000 5000}
 WORKERS=${BENCH_WORKERS:-64}
+# At a fixed rate vegeta starts a worker per request in flight. Past the
+# server's 250 concurrent HTTP/2 streams Go's client dials more connections,
+# which costs both ends more than the reviews: keep under it. A server that
+# falls behind then shows as an achieved rate below the target.
+RATE_WORKERS=${BENCH_RATE_WORKERS:-200}
 FLOOD_IMAGES=${BENCH_FLOOD_IMAGES:-1000000}
 FLOOD_PER_REVIEW=50
 PIN=${BENCH_PIN:-$([[ $(nproc) -ge 2 ]] && command -v taskset >/dev/null && echo 1 || echo 0)}
@@ -144,13 +150,19 @@ measure() {
 	# the fixed rates, lowest first: a rate beyond capacity queues work that
 	# would spoil whatever ran after it.
 	sleep 2
+	if [[ $name == imagegate && ${BENCH_PPROF:-0} != 0 ]]; then
+		# A CPU profile of the saturation phase, for go tool pprof.
+		curl -sS -o "$OUT/imagegate-saturation.cpu.pprof" \
+			"http://127.0.0.1:$METRICS_PORT/debug/pprof/profile?seconds=$((${DURATION%s} - 1))" &
+	fi
 	line=$(attack "$name-saturation" "$targets" -rate=0 -max-workers="$WORKERS" -duration="$DURATION")
+	wait
 	R[$name.sat]=$line
 	log "$name at saturation: $line"
 	local rate
 	for rate in $RATES; do
 		sleep 2
-		line=$(attack "$name-rate-$rate" "$targets" -rate="$rate/s" -duration="$DURATION")
+		line=$(attack "$name-rate-$rate" "$targets" -rate="$rate/s" -duration="$DURATION" -max-workers="$RATE_WORKERS")
 		R[$name.rate.$rate]=$line
 		log "$name at $rate/s: $line"
 	done
@@ -180,6 +192,9 @@ measure() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 port=$(free_port 18443)
+METRICS_PORT=$(free_port 18543)
+IMAGEGATE_FLAGS+=(--metrics-listen "127.0.0.1:$METRICS_PORT")
+[[ ${BENCH_PPROF:-0} == 0 ]] || IMAGEGATE_FLAGS+=(--enable-pprof)
 measure imagegate "$port" "$WORK/imagegate" serve --listen "127.0.0.1:$port" \
 	--tls-cert-file "$WORK/certs/tls.crt" --tls-key-file "$WORK/certs/tls.key" "${IMAGEGATE_FLAGS[@]}"
 port=$(free_port 19443)
