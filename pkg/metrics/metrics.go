@@ -149,7 +149,7 @@ func New() *Recorder {
 		for _, d := range Decisions {
 			r.reviews.WithLabelValues(endpoint, d)
 		}
-		for _, rule := range []policy.Rule{policy.RuleInvalidReference, policy.RuleRegistry, policy.RuleLatestTag, policy.RuleNoImages} {
+		for _, rule := range Rules {
 			r.violations.WithLabelValues(endpoint, string(rule))
 		}
 	}
@@ -166,6 +166,12 @@ const (
 	EndpointImagePolicy = "image-policy"
 	EndpointValidate    = "validate"
 )
+
+// Rules are the rule label's values, started at zero.
+var Rules = []policy.Rule{
+	policy.RuleInvalidReference, policy.RuleRegistry, policy.RuleLatestTag, policy.RuleNoImages,
+	policy.RuleDeniedRepository, policy.RuleDigestRequired,
+}
 
 // Decisions are the decision label's values.
 var Decisions = []string{

@@ -105,10 +105,14 @@ imagegate_reviews_total{decision="error",endpoint="validate"} 1
 imagegate_reviews_total{decision="warned",endpoint="validate"} 1
 # HELP imagegate_violations_total Policy violations found, by endpoint and rule, whatever the decision (denied, overridden by break-glass, or only warned).
 # TYPE imagegate_violations_total counter
+imagegate_violations_total{endpoint="image-policy",rule="denied-repository"} 0
+imagegate_violations_total{endpoint="image-policy",rule="digest-required"} 0
 imagegate_violations_total{endpoint="image-policy",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="image-policy",rule="latest-tag"} 1
 imagegate_violations_total{endpoint="image-policy",rule="no-images"} 0
 imagegate_violations_total{endpoint="image-policy",rule="registry"} 3
+imagegate_violations_total{endpoint="validate",rule="denied-repository"} 0
+imagegate_violations_total{endpoint="validate",rule="digest-required"} 0
 imagegate_violations_total{endpoint="validate",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="validate",rule="latest-tag"} 2
 imagegate_violations_total{endpoint="validate",rule="no-images"} 0

@@ -1,0 +1,80 @@
+package metrics_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/imagegate/imagegate/pkg/metrics"
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// A nil Recorder is how code without metrics (check, tests) records: every
+// method must be a no-op, not a panic.
+func TestNilRecorderRecordsNothing(t *testing.T) {
+	t.Parallel()
+	var r *metrics.Recorder
+	d := policy.Decision{Outcome: policy.OutcomeDenied, Violations: []policy.Violation{{Rule: policy.RuleRegistry}}}
+	r.Review(metrics.EndpointValidate, &d, time.Millisecond)
+	r.ReviewError(metrics.EndpointValidate, time.Millisecond)
+	r.PolicyLoaded("a")
+	r.PolicyReloaded(true, "b")
+	r.CertificateLoaded(metrics.CertServing, time.Now())
+	r.CertificateReloaded(metrics.CertClientCA, false, time.Time{})
+	r.ClientRejected(metrics.RejectNameNotAllowed)
+	if r.Registry() != nil {
+		t.Error("nil Recorder has a registry")
+	}
+}
+
+func TestCertificateMetrics(t *testing.T) {
+	t.Parallel()
+	r := metrics.New()
+	notAfter := time.Unix(1900000000, 0)
+	r.CertificateLoaded(metrics.CertServing, time.Unix(1800000000, 0))
+	r.CertificateReloaded(metrics.CertServing, false, time.Time{})
+	r.CertificateReloaded(metrics.CertServing, true, notAfter)
+	want := `
+# HELP imagegate_certificate_expiry_timestamp_seconds Unix time when the certificate in use expires, by certificate (for client-ca, the first CA of the bundle to expire).
+# TYPE imagegate_certificate_expiry_timestamp_seconds gauge
+imagegate_certificate_expiry_timestamp_seconds{certificate="serving"} 1.9e+09
+# HELP imagegate_certificate_reload_failures_total Changed certificate files that could not be used, by certificate; the previous certificate stays in use.
+# TYPE imagegate_certificate_reload_failures_total counter
+imagegate_certificate_reload_failures_total{certificate="client-ca"} 0
+imagegate_certificate_reload_failures_total{certificate="serving"} 1
+# HELP imagegate_certificate_reloads_total Certificate files re-read because they changed, by certificate (serving, client-ca), successful or not.
+# TYPE imagegate_certificate_reloads_total counter
+imagegate_certificate_reloads_total{certificate="client-ca"} 0
+imagegate_certificate_reloads_total{certificate="serving"} 2
+`
+	if err := testutil.GatherAndCompare(r.Registry(), strings.NewReader(want),
+		"imagegate_certificate_expiry_timestamp_seconds", "imagegate_certificate_reload_failures_total", "imagegate_certificate_reloads_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// Every metric name follows the Prometheus conventions the issue names.
+func TestMetricNamesFollowConventions(t *testing.T) {
+	t.Parallel()
+	families, err := metrics.New().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		name := mf.GetName()
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "promhttp_") {
+			continue
+		}
+		if !strings.HasPrefix(name, "imagegate_") {
+			t.Errorf("%s: want the imagegate_ prefix", name)
+		}
+		if mf.GetType().String() == "COUNTER" && !strings.HasSuffix(name, "_total") {
+			t.Errorf("counter %s: want a _total suffix", name)
+		}
+		if strings.Contains(name, "duration") && !strings.HasSuffix(name, "_seconds") {
+			t.Errorf("%s: durations are in _seconds", name)
+		}
+	}
+}
