@@ -253,7 +253,10 @@ func readObject(read podTemplateReader, req *admissionv1.AdmissionRequest, field
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(kind))
 	}
-	tmpl, meta, err := read(raw)
+	tmpl, meta, err := readLean(kind, raw)
+	if err != nil {
+		tmpl, meta, err = read(raw)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(kind), err)
 	}
