@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXAMPLES="$ROOT/examples/apiserver"
 REGISTRY=registry.my.com
-SCENARIOS=(image_policy_webhook fail_closed validating_webhook)
+SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls)
 
 # ---------------------------------------------------------------------------
 # Output and bookkeeping
@@ -129,8 +129,10 @@ cleanup() {
 	# Order matters: imagegate, then the apiservers, then etcd. An apiserver
 	# that loses etcd first hangs on to its port for a while.
 	stop imagegate-warn
+	stop imagegate-mtls
 	stop imagegate
 	stop kube-apiserver-vw
+	stop kube-apiserver-mtls
 	stop kube-apiserver
 	stop etcd
 	if [[ -n ${WORK-} ]]; then
@@ -729,6 +731,124 @@ scenario_validating_webhook() {
 		create deployment probe --image=nginx:1.25 --dry-run=server &&
 		pass "with the webhook configuration deleted, a nginx:1.25 Deployment passes again (imagegate is down)"
 	stop kube-apiserver-vw
+}
+
+# Issue 6: caller authentication, both sides. imagegate runs with
+# --client-ca-file and --allowed-client-names; an apiserver of its own (over
+# this run's etcd under a fresh prefix, like the validating scenario) calls
+# it through examples/apiserver/imagegate-kubeconfig-mtls.yaml as written,
+# only its paths and URL changed, so the documented client certificate is
+# what gets tested.
+MTLS_RUNS=0
+scenario_mutual_tls() {
+	say "scenario: mutual TLS (--client-ca-file, --allowed-client-names) with the documented apiserver kubeconfig"
+	MTLS_RUNS=$((MTLS_RUNS + 1))
+	local port ig_port metrics_port name out rc
+	local cfg=$WORK/apiserver-mtls pki=$WORK/pki-mtls
+	local -x KUBECONFIG=$WORK/kubeconfig-mtls
+	mkdir -p "$cfg" "$pki"
+	# A client CA of its own, a certificate from it for the apiserver
+	# (CN=kube-apiserver: allowed) and one for an intruder (CN=intruder).
+	(
+		cd "$pki"
+		openssl req -x509 -newkey rsa:2048 -nodes -days 1 -keyout client-ca.key -out client-ca.crt \
+			-subj "/CN=imagegate-e2e-client-ca" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign"
+		printf '%s\n' "extendedKeyUsage=clientAuth" "keyUsage=critical,digitalSignature,keyEncipherment" \
+			"basicConstraints=CA:FALSE" >client.ext
+		for name in kube-apiserver intruder; do
+			openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "/CN=$name"
+			openssl x509 -req -in "$name.csr" -CA client-ca.crt -CAkey client-ca.key -CAcreateserial \
+				-days 1 -extfile client.ext -out "$name.crt"
+		done
+	) >>"$LOGS/openssl.log" 2>&1 || die "openssl failed: $(tail -n 5 "$LOGS/openssl.log")"
+
+	free_port port
+	free_port ig_port
+	start imagegate-mtls "$IMAGEGATE" serve \
+		--listen "127.0.0.1:$ig_port" --metrics-listen "127.0.0.1:0" \
+		--tls-cert-file "$WORK/pki/imagegate.crt" --tls-key-file "$WORK/pki/imagegate.key" \
+		--client-ca-file "$pki/client-ca.crt" --allowed-client-names kube-apiserver \
+		--registry-whitelist "$REGISTRY" --log-format=json --log-level=debug
+	# The kubelet's way: probes on the plain metrics listener, since the
+	# HTTPS one now wants a client certificate. It listens on a port the
+	# kernel picks (a port chosen in advance can be taken meanwhile by an
+	# outgoing connection), read back from imagegate's log.
+	wait_for "imagegate-mtls metrics listener" 30 "${PIDS[imagegate-mtls]}" \
+		grep -q '"msg":"serving metrics and health"' "$LOGS/imagegate-mtls.log"
+	metrics_port=$(grep '"msg":"serving metrics and health"' "$LOGS/imagegate-mtls.log" | tail -n 1 |
+		sed -E 's/.*"address":"[^"]*:([0-9]+)".*/\1/')
+	wait_for "imagegate-mtls /readyz on the metrics listener" 30 "${PIDS[imagegate-mtls]}" \
+		curl -fsS "http://127.0.0.1:$metrics_port/readyz"
+
+	# imagegate's side, with curl.
+	local url="https://127.0.0.1:$ig_port/readyz"
+	expect_curl "no client certificate: refused at the TLS handshake" refused \
+		--cacert "$WORK/pki/ca.crt" "$url"
+	expect_curl "a certificate from the serving CA, not the client CA: refused at the TLS handshake" refused \
+		--cacert "$WORK/pki/ca.crt" --cert "$WORK/pki/imagegate.crt" --key "$WORK/pki/imagegate.key" "$url"
+	expect_curl "a client-CA certificate for CN=intruder (not in --allowed-client-names): refused at the TLS handshake" refused \
+		--cacert "$WORK/pki/ca.crt" --cert "$pki/intruder.crt" --key "$pki/intruder.key" "$url"
+	expect_curl "a client-CA certificate for CN=kube-apiserver is served" ok \
+		--cacert "$WORK/pki/ca.crt" --cert "$pki/kube-apiserver.crt" --key "$pki/kube-apiserver.key" "$url"
+	out=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics")
+	if grep -q '^imagegate_client_auth_rejections_total{reason="name-not-allowed"} 1$' <<<"$out"; then
+		pass "imagegate_client_auth_rejections_total counts the intruder"
+	else
+		fail "imagegate_client_auth_rejections_total counts the intruder" "$(grep imagegate_client_auth <<<"$out")"
+	fi
+
+	# The apiserver's side: the documented files, pointed at this imagegate.
+	cp "$EXAMPLES/admission-config.yaml" "$EXAMPLES/imagegate-kubeconfig-mtls.yaml" "$cfg/"
+	subst "$cfg/admission-config.yaml" \
+		"kubeConfigFile: /etc/kubernetes/imagegate/imagegate-kubeconfig.yaml" \
+		"kubeConfigFile: $cfg/imagegate-kubeconfig-mtls.yaml"
+	subst "$cfg/admission-config.yaml" "allowTTL: 50" "allowTTL: 1"
+	subst "$cfg/admission-config.yaml" "denyTTL: 50" "denyTTL: 1"
+	subst "$cfg/imagegate-kubeconfig-mtls.yaml" \
+		"server: https://imagegate.example.internal:8443/image-policy" \
+		"server: https://127.0.0.1:$ig_port/image-policy"
+	subst "$cfg/imagegate-kubeconfig-mtls.yaml" \
+		"certificate-authority: /etc/kubernetes/imagegate/ca.crt" \
+		"certificate-authority: $WORK/pki/ca.crt"
+	subst "$cfg/imagegate-kubeconfig-mtls.yaml" \
+		"client-certificate: /etc/kubernetes/imagegate/apiserver-client.crt" \
+		"client-certificate: $pki/kube-apiserver.crt"
+	subst "$cfg/imagegate-kubeconfig-mtls.yaml" \
+		"client-key: /etc/kubernetes/imagegate/apiserver-client.key" \
+		"client-key: $pki/kube-apiserver.key"
+	write_kubeconfig "$KUBECONFIG" "$port"
+	start_apiserver kube-apiserver-mtls "$port" "$KUBECONFIG" \
+		--etcd-prefix="/registry-mtls-$MTLS_RUNS" \
+		--enable-admission-plugins=ImagePolicyWebhook \
+		--admission-control-config-file="$cfg/admission-config.yaml"
+	# defaultAllow: false, so a pod is only created if imagegate answered.
+	expect_created "the apiserver presents its client certificate: a pod with a $REGISTRY image is created" -- \
+		run mtls-ok --image="$(fresh_image mtls)" --restart=Never
+	expect_refused "the apiserver presents its client certificate: a docker.io image is refused with imagegate's reason" \
+		'pods "mtls-hub" is forbidden' "$DENIED" "$(denied "e2e-$RUN_ID-mtls:1.0" 'is not allowed')" -- \
+		run mtls-hub --image="e2e-$RUN_ID-mtls:1.0" --restart=Never
+	stop kube-apiserver-mtls
+	stop imagegate-mtls
+}
+
+# expect_curl DESCRIPTION ok|refused CURL-ARGS...: curl gets a 2xx, or fails
+# without any HTTP answer (status 000), which after a completed TCP connect
+# means the TLS handshake refused it. How curl words that varies with the
+# TLS version and timing (an alert, or a connection closed under it).
+expect_curl() {
+	local desc=$1 want=$2 out rc=0
+	shift 2
+	out=$(curl -fsS -w ' http_code=%{http_code}' "$@" 2>&1) || rc=$?
+	if [[ $want == ok ]] && ((rc == 0)); then
+		pass "$desc"
+	elif [[ $want == refused ]] && ((rc != 0)) && [[ $out == *"http_code=000" ]]; then
+		pass "$desc"
+		printf '%s\n' "$out" | indent
+	else
+		fail "$desc" "curl $* (exit $rc), want $want:"$'\n'"$out"
+	fi
 }
 
 # render_overlay VAR PORT: copy config/ and hack/e2e/validating-overlay/ into a
