@@ -77,6 +77,31 @@ type envelope struct {
 // are errors that say what was wrong; a missing request is not (Review denies
 // it).
 func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
+	// One pass: v1beta1's request has v1's fields under the same names, so
+	// either version decodes straight into the v1 types. Anything that does
+	// not decode goes through decodeInSteps, which says what was wrong
+	// exactly as it always has.
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &review); err != nil {
+		return decodeInSteps(body)
+	}
+	if err := checkType(review.TypeMeta); err != nil {
+		return nil, err
+	}
+	return &review, nil
+}
+
+func checkType(t metav1.TypeMeta) error {
+	if t.Kind != Kind || (t.APIVersion != APIVersionV1 && t.APIVersion != APIVersionV1beta1) {
+		return fmt.Errorf("expected kind %q with apiVersion %q or %q, got apiVersion %q and kind %q",
+			Kind, APIVersionV1, APIVersionV1beta1, t.APIVersion, t.Kind)
+	}
+	return nil
+}
+
+// decodeInSteps reads the envelope, then the request in its own version,
+// so that an error names the field and type of the version sent.
+func decodeInSteps(body []byte) (*admissionv1.AdmissionReview, error) {
 	var env envelope
 	// json.Unmarshal rejects exactly what the decoder below rejects
 	// (malformed JSON, trailing data), without copying the body into a
@@ -92,9 +117,8 @@ func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
 		}
 		return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
 	}
-	if env.Kind != Kind || (env.APIVersion != APIVersionV1 && env.APIVersion != APIVersionV1beta1) {
-		return nil, fmt.Errorf("expected kind %q with apiVersion %q or %q, got apiVersion %q and kind %q",
-			Kind, APIVersionV1, APIVersionV1beta1, env.APIVersion, env.Kind)
+	if err := checkType(env.TypeMeta); err != nil {
+		return nil, err
 	}
 	review := &admissionv1.AdmissionReview{TypeMeta: env.TypeMeta}
 	if len(env.Request) == 0 || bytes.Equal(env.Request, []byte("null")) {
