@@ -1,13 +1,11 @@
 package server_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -407,17 +405,7 @@ func TestShutdownFinishesInFlightReviews(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testPolicy, nil)
 	addr, stop := f.serve(t)
-	body := `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"registry.my.com/app:1"}]}}`
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: f.ca.Pool(), MinVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", server.PathImagePolicy, len(body))
-	if _, err := io.WriteString(conn, head+body[:20]); err != nil { // the review is now in flight
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond) // let the server read the headers and start the handler
+	held := holdReview(t, f, addr) // the handler is running, waiting for the body
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
 	select {
@@ -425,17 +413,7 @@ func TestShutdownFinishesInFlightReviews(t *testing.T) {
 		t.Fatalf("Serve returned (%v) while a review was in flight", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	if _, err := io.WriteString(conn, body[20:]); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("read the in-flight review's answer: %v", err)
-	}
-	got, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || !strings.Contains(string(got), `"allowed":true`) {
-		t.Errorf("in-flight review got %d %q; want a 200 allow", resp.StatusCode, got)
-	}
+	held.finish(t)
 	if err := <-stopped; err != nil {
 		t.Errorf("Serve returned %v after a graceful shutdown", err)
 	}
