@@ -68,6 +68,7 @@ type Recorder struct {
 	certNotAfter       *prometheus.GaugeVec
 
 	clientRejections *prometheus.CounterVec
+	handshakeErrors  prometheus.Counter
 
 	mu         sync.Mutex // orders policyInfo updates
 	policyHash string
@@ -128,6 +129,10 @@ func New() *Recorder {
 			Namespace: Namespace, Name: "client_auth_rejections_total",
 			Help: "TLS handshakes refused after the client certificate verified, by reason (name-not-allowed).",
 		}, []string{"reason"}),
+		handshakeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tls_handshake_failures_total",
+			Help: "TLS handshakes on the review listener that failed: no or untrusted client certificate, a name not allowed, or a client that hung up.",
+		}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
@@ -138,7 +143,7 @@ func New() *Recorder {
 	r.reg.MustRegister(
 		r.reviews, r.violations, r.duration,
 		r.policyReloads, r.policyReloadFailures, r.policyLastReloadOK, r.policyLastReloadTime, r.policyInfo,
-		r.certReloads, r.certReloadFailures, r.certNotAfter, r.clientRejections,
+		r.certReloads, r.certReloadFailures, r.certNotAfter, r.clientRejections, r.handshakeErrors,
 		build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -293,4 +298,12 @@ func (r *Recorder) ClientRejected(reason string) {
 		return
 	}
 	r.clientRejections.WithLabelValues(reason).Inc()
+}
+
+// TLSHandshakeFailed records a failed TLS handshake on the review listener.
+func (r *Recorder) TLSHandshakeFailed() {
+	if r == nil {
+		return
+	}
+	r.handshakeErrors.Inc()
 }

@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -320,7 +322,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(errorLog{log: s.log, rec: s.rec}, "", 0),
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -359,6 +361,23 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	return shutdown(srv, 5*time.Second)
+}
+
+// errorLog receives net/http's own messages for the review listener: at
+// debug, since most are a client going away, except that failed TLS
+// handshakes (no client certificate, another CA, a scanner) are counted.
+type errorLog struct {
+	log *slog.Logger
+	rec *metrics.Recorder
+}
+
+func (e errorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		e.rec.TLSHandshakeFailed()
+	}
+	e.log.Debug(msg)
+	return len(p), nil
 }
 
 func shutdown(srv *http.Server, timeout time.Duration) error {

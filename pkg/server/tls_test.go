@@ -251,6 +251,15 @@ func TestMutualTLSRefusesAtTheHandshake(t *testing.T) {
 			})
 		}
 	}
+	// Every refusal is a failed handshake for the server, counted when
+	// net/http reports it, which may be just after the client saw it.
+	const refusals = 6 // 3 refused clients, in TLS 1.2 and 1.3
+	for start := time.Now(); sumCounter(t, f.srv.Metrics().Registry(), "imagegate_tls_handshake_failures_total") < refusals; {
+		if time.Since(start) > liveness {
+			t.Fatalf("imagegate_tls_handshake_failures_total = %v, want %d", sumCounter(t, f.srv.Metrics().Registry(), "imagegate_tls_handshake_failures_total"), refusals)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if !strings.Contains(f.logged(), "refused a client certificate whose names are not allowed") {
 		t.Errorf("a refused name was not logged: %s", f.logged())
 	}
