@@ -3,21 +3,21 @@
 #
 # It builds imagegate, the floor (hack/floor: a do-nothing TLS server that
 # reads each review, decodes its JSON and answers a constant "allowed") and
-# the helper hack/loadgen, makes a throwaway certificate, and then, for each
-# server in turn:
+# the helper hack/loadgen, makes a throwaway certificate, and then:
 #
-#   1. execs it and times exec -> first 200 from /healthz (loadgen start);
-#   2. reads its idle RSS;
-#   3. saturates it: as many reviews as BENCH_WORKERS in-flight requests
-#      get answered;
-#   4. sends a mixed set of reviews (ImageReviews of 1-5 containers and
+#   1. execs each server and times exec -> first 200 from /healthz
+#      (loadgen start), then reads its idle RSS;
+#   2. saturates each in turn, BENCH_ROUNDS times alternately: as many
+#      reviews as BENCH_WORKERS in-flight requests get answered (medians, and
+#      the median of the rounds' ratios, go in the table);
+#   3. sends each a mixed set of reviews (ImageReviews of 1-5 containers and
 #      AdmissionReviews of Deployments; ~80% admitted, some by break-glass)
 #      at fixed rates (BENCH_RATES) with vegeta, an open-model generator that
 #      keeps to the schedule whatever the answers' latency, so slow answers
 #      are not hidden (no coordinated omission);
-#   5. reads its peak RSS (VmHWM in /proc/PID/status);
-#   6. imagegate only: floods it with BENCH_FLOOD_IMAGES distinct image names
-#      and reads its RSS again: a cache must stay bounded.
+#   4. reads each one's peak RSS (VmHWM in /proc/PID/status);
+#   5. floods imagegate with BENCH_FLOOD_IMAGES distinct image names and
+#      reads its RSS again: its cache must stay bounded.
 #
 # It then prints one table (also saved, with every vegeta report, under
 # _output/loadtest/<time>/). Every request goes to 127.0.0.1; every phase is
@@ -39,6 +39,7 @@ cd "$ROOT"
 DURATION=${BENCH_DURATION:-10s}
 RATES=${BENCH_RATES:-2000 5000}
 WORKERS=${BENCH_WORKERS:-64}
+ROUNDS=${BENCH_ROUNDS:-3}
 # At a fixed rate vegeta starts a worker per request in flight. Past the
 # server's 250 concurrent HTTP/2 streams Go's client dials more connections,
 # which costs both ends more than the reviews: keep under it. A server that
@@ -113,6 +114,9 @@ IMAGEGATE_FLAGS+=(${BENCH_IMAGEGATE_ARGS:-})
 
 declare -A R # results, by "server.key"
 
+# Fields of a "loadgen report" line: requests throughput success p50 p99 max failed errors.
+field() { awk -v n="$2" '{print $n}' <<<"$1"; }
+
 attack() { # attack NAME TARGETS VEGETA-ARGS...: run, report, print "loadgen report" fields
 	local name=$1 targets=$2
 	shift 2
@@ -124,12 +128,14 @@ attack() { # attack NAME TARGETS VEGETA-ARGS...: run, report, print "loadgen rep
 	"$WORK/loadgen" report "$OUT/$name.json"
 }
 
-# measure NAME PORT CMD...: the whole sequence for one server.
-measure() {
+# start NAME PORT CMD...: exec a server on CPU 0, time it to ready, read its
+# idle RSS.
+start() {
 	local name=$1 port=$2
 	shift 2
-	local base="https://127.0.0.1:$port" targets="$WORK/$name.targets" pid ready line
-	"$WORK/loadgen" targets -url "$base" -n 2000 >"$targets"
+	local base="https://127.0.0.1:$port" pid ready
+	R[$name.base]=$base
+	"$WORK/loadgen" targets -url "$base" -n 2000 >"$WORK/$name.targets"
 	log "$name: starting on $base"
 	read -r pid ready < <(on_cpu 0 "$WORK/loadgen" start -ready "$base/healthz" -cacert "$CA" \
 		-log "$OUT/$name.log" -- "$@")
@@ -139,71 +145,98 @@ measure() {
 		exit 1
 	fi
 	PIDS+=("$pid")
+	R[$name.pid]=$pid
 	R[$name.ready]=$ready
 	sleep 1
 	R[$name.idle]=$(mib "$(kib "$pid" VmRSS)")
 	log "$name: pid $pid, ready in $ready ms, idle RSS ${R[$name.idle]} MiB"
-
-	attack "$name-warmup" "$targets" -rate=1000/s -duration=2s >/dev/null
-	# Saturation first: it is closed-loop (WORKERS requests in flight, each
-	# sent when one is answered), so it never leaves a backlog behind. Then
-	# the fixed rates, lowest first: a rate beyond capacity queues work that
-	# would spoil whatever ran after it.
-	sleep 2
-	if [[ $name == imagegate && ${BENCH_PPROF:-0} != 0 ]]; then
-		# A CPU profile of the saturation phase, for go tool pprof.
-		curl -sS -o "$OUT/imagegate-saturation.cpu.pprof" \
-			"http://127.0.0.1:$METRICS_PORT/debug/pprof/profile?seconds=$((${DURATION%s} - 1))" &
-	fi
-	line=$(attack "$name-saturation" "$targets" -rate=0 -max-workers="$WORKERS" -duration="$DURATION")
-	wait
-	R[$name.sat]=$line
-	log "$name at saturation: $line"
-	local rate
-	for rate in $RATES; do
-		sleep 2
-		line=$(attack "$name-rate-$rate" "$targets" -rate="$rate/s" -duration="$DURATION" -max-workers="$RATE_WORKERS")
-		R[$name.rate.$rate]=$line
-		log "$name at $rate/s: $line"
-	done
-	R[$name.hwm]=$(mib "$(kib "$pid" VmHWM)")
-	R[$name.rss]=$(mib "$(kib "$pid" VmRSS)")
-	log "$name: peak RSS ${R[$name.hwm]} MiB"
-
-	if [[ $name == imagegate && $FLOOD_IMAGES -gt 0 ]]; then
-		log "imagegate: flood of $FLOOD_IMAGES distinct images ($FLOOD_PER_REVIEW per review)"
-		local start=$SECONDS
-		line=$("$WORK/loadgen" flood -url "$base" -images "$FLOOD_IMAGES" -per-review "$FLOOD_PER_REVIEW" |
-			attack imagegate-flood stdin -lazy -rate=0 -max-workers=8 -duration=180s)
-		R[flood]=$line
-		R[flood.secs]=$((SECONDS - start))
-		R[flood.rss]=$(mib "$(kib "$pid" VmRSS)")
-		R[flood.hwm]=$(mib "$(kib "$pid" VmHWM)")
-		log "imagegate flood: $line; RSS ${R[flood.rss]} MiB, peak ${R[flood.hwm]} MiB"
-	fi
-
-	kill "$pid"
-	local i
-	for i in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
 }
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 port=$(free_port 18443)
 METRICS_PORT=$(free_port 18543)
 IMAGEGATE_FLAGS+=(--metrics-listen "127.0.0.1:$METRICS_PORT")
 [[ ${BENCH_PPROF:-0} == 0 ]] || IMAGEGATE_FLAGS+=(--enable-pprof)
-measure imagegate "$port" "$WORK/imagegate" serve --listen "127.0.0.1:$port" \
+start imagegate "$port" "$WORK/imagegate" serve --listen "127.0.0.1:$port" \
 	--tls-cert-file "$WORK/certs/tls.crt" --tls-key-file "$WORK/certs/tls.key" "${IMAGEGATE_FLAGS[@]}"
 port=$(free_port 19443)
-measure floor "$port" "$WORK/floor" --listen "127.0.0.1:$port" \
+start floor "$port" "$WORK/floor" --listen "127.0.0.1:$port" \
 	--tls-cert-file "$WORK/certs/tls.crt" --tls-key-file "$WORK/certs/tls.key"
+SERVERS=(imagegate floor)
+
+for name in "${SERVERS[@]}"; do
+	attack "$name-warmup" "$WORK/$name.targets" -rate=1000/s -duration=2s >/dev/null
+done
+
+# Saturation first: it is closed-loop (WORKERS requests in flight, each sent
+# when one is answered), so it never leaves a backlog behind. The two servers
+# take turns, ROUNDS times, so that whatever else the machine does weighs on
+# both alike; the table gives the medians, and the median of each round's
+# ratio.
+ratios=""
+for round in $(seq "$ROUNDS"); do
+	for name in "${SERVERS[@]}"; do
+		sleep 2
+		if [[ $name == imagegate && $round == 1 && ${BENCH_PPROF:-0} != 0 ]]; then
+			# A CPU profile of a saturation phase, for go tool pprof.
+			curl -sS -o "$OUT/imagegate-saturation.cpu.pprof" \
+				"http://127.0.0.1:$METRICS_PORT/debug/pprof/profile?seconds=$((${DURATION%s} - 1))" &
+		fi
+		line=$(attack "$name-saturation-$round" "$WORK/$name.targets" -rate=0 -max-workers="$WORKERS" -duration="$DURATION")
+		wait
+		R[$name.sat.$round]=$line
+		log "$name at saturation, round $round: $line"
+	done
+	ratios+=" $(awk -v a="$(field "${R[imagegate.sat.$round]}" 2)" -v b="$(field "${R[floor.sat.$round]}" 2)" 'BEGIN {if (b > 0) printf "%.3f", a / b}')"
+done
+for name in "${SERVERS[@]}"; do
+	rps="" errs=0
+	for round in $(seq "$ROUNDS"); do
+		rps+=" $(field "${R[$name.sat.$round]}" 2)"
+		errs=$((errs + $(field "${R[$name.sat.$round]}" 7)))
+	done
+	R[$name.sat]=$(median <<<"$rps")
+	R[$name.sat.all]=${rps# }
+	R[$name.sat.errors]=$errs
+done
+R[ratio]=$(median <<<"$ratios")
+R[ratio.all]=${ratios# }
+
+# Then the fixed rates, lowest first: a rate beyond capacity queues work that
+# would spoil whatever ran after it.
+for rate in $RATES; do
+	for name in "${SERVERS[@]}"; do
+		sleep 2
+		line=$(attack "$name-rate-$rate" "$WORK/$name.targets" -rate="$rate/s" -duration="$DURATION" -max-workers="$RATE_WORKERS")
+		R[$name.rate.$rate]=$line
+		log "$name at $rate/s: $line"
+	done
+done
+for name in "${SERVERS[@]}"; do
+	R[$name.hwm]=$(mib "$(kib "${R[$name.pid]}" VmHWM)")
+	log "$name: peak RSS ${R[$name.hwm]} MiB"
+done
+
+if [[ $FLOOD_IMAGES -gt 0 ]]; then
+	log "imagegate: flood of $FLOOD_IMAGES distinct images ($FLOOD_PER_REVIEW per review)"
+	flood_start=$SECONDS
+	line=$("$WORK/loadgen" flood -url "${R[imagegate.base]}" -images "$FLOOD_IMAGES" -per-review "$FLOOD_PER_REVIEW" |
+		attack imagegate-flood stdin -lazy -rate=0 -max-workers=8 -duration=180s)
+	R[flood]=$line
+	R[flood.secs]=$((SECONDS - flood_start))
+	R[flood.rss]=$(mib "$(kib "${R[imagegate.pid]}" VmRSS)")
+	R[flood.hwm]=$(mib "$(kib "${R[imagegate.pid]}" VmHWM)")
+	log "imagegate flood: $line; RSS ${R[flood.rss]} MiB, peak ${R[flood.hwm]} MiB"
+fi
+
+for name in "${SERVERS[@]}"; do
+	kill "${R[$name.pid]}"
+done
+sleep 1
 
 # ---------------------------------------------------------------- table
-# Fields of a "loadgen report" line: requests throughput success p50 p99 max failed errors.
-field() { awk -v n="$2" '{print $n}' <<<"$1"; }
 latency() { # latency LINE: "p50 / p99 / max ms (N errors)"
 	local failed
 	failed=$(field "$1" 7)
@@ -216,12 +249,12 @@ sat() { # sat LINE: "N/s (M errors)"
 }
 
 table() {
-	local ig=${R[imagegate.sat]} fl=${R[floor.sat]} rate
-	local ratio
-	ratio=$(awk -v a="$(field "$ig" 2)" -v b="$(field "$fl" 2)" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
+	local rate
 	echo "| measure | imagegate | floor | imagegate / floor |"
 	echo "|---|---|---|---|"
-	echo "| reviews/s at saturation ($WORKERS in flight, $DURATION) | $(sat "$ig") | $(sat "$fl") | $ratio |"
+	sat_cell() { printf '%.0f' "${R[$1.sat]}"; [[ ${R[$1.sat.errors]} == 0 ]] || printf ' (%s errors)' "${R[$1.sat.errors]}"; }
+	echo "| reviews/s at saturation, median of $ROUNDS alternating rounds ($WORKERS in flight, $DURATION each) | $(sat_cell imagegate) | $(sat_cell floor) | $(printf '%.2f' "${R[ratio]}") |"
+	echo "| each round | ${R[imagegate.sat.all]} | ${R[floor.sat.all]} | ${R[ratio.all]} |"
 	for rate in $RATES; do
 		echo "| p50 / p99 / max at $rate reviews/s ($DURATION) | $(latency "${R[imagegate.rate.$rate]}") | $(latency "${R[floor.rate.$rate]}") | |"
 	done
