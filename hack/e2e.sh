@@ -56,12 +56,18 @@ die() {
 
 # wait_for DESCRIPTION SECONDS PID CMD...: poll CMD every 0.5 s until it
 # succeeds; give up after SECONDS, or at once when process PID (if not "-")
-# has exited.
+# has exited. When that process exited because its port was taken (between
+# free_port and its bind, by some other program), return 2 instead of
+# giving up, so that the caller can start it again on another port.
 wait_for() {
 	local desc=$1 timeout=$2 pid=$3 start=$SECONDS
 	shift 3
 	until "$@" >/dev/null 2>&1; do
 		if [[ $pid != - ]] && ! kill -0 "$pid" 2>/dev/null; then
+			if [[ -n ${PID_NAMES[$pid]-} ]] && log_since_start "${PID_NAMES[$pid]}" | grep -q 'address already in use'; then
+				say "$desc: the process exited: its port was taken meanwhile"
+				return 2
+			fi
 			die "$desc: the process exited (see its log below)"
 		fi
 		if ((SECONDS - start >= timeout)); then
@@ -76,7 +82,7 @@ wait_for() {
 # Processes: each component runs in the background with its output in
 # $LOGS/NAME.log and is stopped by PID.
 
-declare -A PIDS=()
+declare -A PIDS=() PID_NAMES=()
 
 # start NAME CMD...
 start() {
@@ -85,7 +91,13 @@ start() {
 	printf '\n===== %s: starting %s\n' "$(date -u +%FT%TZ)" "$*" >>"$LOGS/$name.log"
 	"$@" >>"$LOGS/$name.log" 2>&1 &
 	PIDS[$name]=$!
+	PID_NAMES[$!]=$name
 	say "started $name (pid $!)"
+}
+
+# log_since_start NAME: NAME's log since its latest start.
+log_since_start() {
+	awk '/^===== .*: starting / { buf = "" } { buf = buf $0 "\n" } END { printf "%s", buf }' "$LOGS/$1.log"
 }
 
 # stop NAME: SIGTERM, wait up to 30 s, then SIGKILL.
@@ -148,21 +160,52 @@ cleanup() {
 	exit 0
 }
 
-# free_port VAR: set VAR to a loopback TCP port that nothing listens on and that
+# free_port VAR: set VAR to a loopback TCP port that no socket uses and that
 # this run has not handed out yet.
+#
+# Ports come from below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 by default), from which it
+# picks the source port of every outgoing connection: a port from inside it
+# could be taken by one of those (etcd's clients, kubectl, curl) between
+# this check and the component's bind. Below it, only a program binding that
+# very port explicitly can interfere, and the components' first starts retry
+# on another port when that happens (wait_for returns 2).
 TAKEN_PORTS=" "
+PORT_RANGE=
 free_port() {
-	local p i
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 30000))
-		[[ $TAKEN_PORTS == *" $p "* ]] && continue
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			TAKEN_PORTS+="$p "
-			printf -v "$1" '%s' "$p"
-			return 0
+	local p i lo hi
+	if [[ -z $PORT_RANGE ]]; then
+		read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || { lo=32768 hi=60999; }
+		if ((lo > 21000)); then
+			PORT_RANGE="20000 $((lo - 1))"
+		elif ((hi < 64000)); then
+			PORT_RANGE="$((hi + 1)) 65000"
+		else
+			PORT_RANGE="20000 50000" # no room outside it: rely on the retries
 		fi
+		say "free ports from $PORT_RANGE (ephemeral range: $lo-$hi)"
+	fi
+	read -r lo hi <<<"$PORT_RANGE"
+	for ((i = 0; i < 200; i++)); do
+		p=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
+		[[ $TAKEN_PORTS == *" $p "* ]] && continue
+		port_in_use "$p" && continue
+		TAKEN_PORTS+="$p "
+		printf -v "$1" '%s' "$p"
+		return 0
 	done
-	die "no free port found"
+	die "no free port found in $PORT_RANGE"
+}
+
+# port_in_use PORT: some socket uses local TCP port PORT, in any state
+# (listening, connected, TIME_WAIT), as ss(8) shows; without ss, something
+# accepts connections on it.
+port_in_use() {
+	if command -v ss >/dev/null; then
+		[[ -n $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]
+	else
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+	fi
 }
 
 # subst FILE OLD NEW: replace the literal text OLD by NEW in FILE, and fail when
@@ -231,8 +274,8 @@ write_apiserver_config() {
 	printf '%s,e2e-admin,e2e-admin,system:masters\n' "$TOKEN" >"$cfg/tokens.csv"
 	AUDIT_LOG=$WORK/audit.log
 
+	# (start_apiserver writes it.)
 	export KUBECONFIG=$WORK/kubeconfig KUBECACHEDIR=$WORK/kube-cache
-	write_kubeconfig "$KUBECONFIG" "$APISERVER_PORT"
 }
 
 # write_kubeconfig FILE PORT: kubectl's configuration for the apiserver on
@@ -257,27 +300,57 @@ write_kubeconfig() {
 	EOF
 }
 
+# start_etcd: etcd on ETCD_PORT and ETCD_PEER_PORT; returns 2 when one of
+# them was taken (see on_free_ports).
 start_etcd() {
+	rm -rf "$WORK/etcd"
 	start etcd etcd --name e2e --data-dir "$WORK/etcd" \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
 		--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
 		--initial-cluster "e2e=http://127.0.0.1:$ETCD_PEER_PORT"
-	wait_for etcd 60 "${PIDS[etcd]}" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+	wait_for etcd 60 "${PIDS[etcd]}" curl -fsS "http://127.0.0.1:$ETCD_PORT/health" || {
+		stop etcd
+		return 2
+	}
 }
 
-# start_apiserver NAME PORT KUBECONFIG [ARG...]: a kube-apiserver on PORT over
-# this run's etcd, with the flags every apiserver here needs plus ARGs;
-# KUBECONFIG reaches it. Returns once it serves the default and kube-system
-# namespaces.
+# on_free_ports PORTVAR... -- CMD...: run CMD, a function that starts a
+# component on the ports in the PORTVARs (read when it runs) and returns 2
+# when one was taken before the component could bind it: then pick new
+# ports and run it again, three tries in all. For first starts only: a
+# restart must keep the port its callers already know.
+on_free_ports() {
+	local vars=() try rc v
+	while [[ $1 != -- ]]; do
+		vars+=("$1")
+		shift
+	done
+	shift
+	for try in 1 2 3; do
+		rc=0
+		"$@" || rc=$?
+		((rc == 2)) || return "$rc"
+		for v in "${vars[@]}"; do free_port "$v"; done
+		say "$1: trying again on new ports ($(for v in "${vars[@]}"; do printf '%s=%s ' "$v" "${!v}"; done))"
+	done
+	die "$1: ports taken three times in a row"
+}
+
+# start_apiserver NAME PORTVAR KUBECONFIG [ARG...]: a kube-apiserver on the
+# port in PORTVAR over this run's etcd, with the flags every apiserver here
+# needs plus ARGs; writes KUBECONFIG to reach it. Returns once it serves the
+# default and kube-system namespaces, or 2 when its port was taken (see
+# on_free_ports).
 start_apiserver() {
-	local name=$1 port=$2 kubeconfig=$3 cfg=$WORK/apiserver ns
+	local name=$1 portvar=$2 kubeconfig=$3 cfg=$WORK/apiserver ns
 	shift 3
+	write_kubeconfig "$kubeconfig" "${!portvar}"
 	start "$name" "$K8S_BIN/kube-apiserver" \
 		--etcd-servers="http://127.0.0.1:$ETCD_PORT" \
 		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
-		--secure-port="$port" \
+		--secure-port="${!portvar}" \
 		--cert-dir="$WORK/$name-certs" \
 		--tls-cert-file="$WORK/pki/kube-apiserver.crt" \
 		--tls-private-key-file="$WORK/pki/kube-apiserver.key" \
@@ -293,29 +366,62 @@ start_apiserver() {
 	# /readyz first, then the namespaces the apiserver creates in the
 	# background after it says it is ready.
 	wait_for "$name /readyz" 120 "${PIDS[$name]}" \
-		"$KUBECTL" --kubeconfig "$kubeconfig" get --raw /readyz
+		"$KUBECTL" --kubeconfig "$kubeconfig" get --raw /readyz || {
+		stop "$name"
+		return 2
+	}
 	for ns in default kube-system; do
 		wait_for "$name: namespace $ns" 60 "${PIDS[$name]}" \
 			"$KUBECTL" --kubeconfig "$kubeconfig" get namespace "$ns"
 	done
 }
 
-# start_imagegate [NAME PORT [ARG...]]: imagegate (default: the instance
-# named imagegate on IMAGEGATE_PORT) with this run's policy plus ARGs.
+# The policy of every imagegate that brings none of its own: flags only.
+FLAG_POLICY=(--registry-whitelist "$REGISTRY" --reject-latest=true --allow-break-glass=true)
+
+# start_imagegate [NAME PORTVAR [ARG...]]: imagegate (default: the instance
+# named imagegate on $IMAGEGATE_PORT) with this run's serving certificate and
+# FLAG_POLICY, plus ARGs. As serve_imagegate.
 start_imagegate() {
-	local name=${1:-imagegate} port=${2:-$IMAGEGATE_PORT}
+	local name=${1:-imagegate} portvar=${2:-IMAGEGATE_PORT}
 	shift $(($# < 2 ? $# : 2))
-	start "$name" "$IMAGEGATE" serve \
-		--listen "127.0.0.1:$port" \
-		--metrics-listen "127.0.0.1:0" \
-		--tls-cert-file "$WORK/pki/imagegate.crt" \
-		--tls-key-file "$WORK/pki/imagegate.key" \
-		--registry-whitelist "$REGISTRY" \
-		--reject-latest=true \
-		--allow-break-glass=true \
+	serve_imagegate "$name" "$portvar" \
+		--tls-cert-file "$WORK/pki/imagegate.crt" --tls-key-file "$WORK/pki/imagegate.key" \
+		"${FLAG_POLICY[@]}" "$@"
+}
+
+# serve_imagegate NAME PORTVAR ARG...: imagegate serve, reviews on the port in
+# PORTVAR, metrics on a port the kernel picks (read back from its log: see
+# metrics_port), logging JSON at debug, plus ARGs: the serving certificate
+# and the policy are the caller's. Returns once /readyz answers on the
+# metrics listener (the kubelet's way, which works with --client-ca-file
+# too), or 2 when the review port was taken (see on_free_ports).
+serve_imagegate() {
+	local name=$1 portvar=$2
+	shift 2
+	start "$name" "$IMAGEGATE" serve --listen "127.0.0.1:${!portvar}" --metrics-listen 127.0.0.1:0 \
 		--log-format=json --log-level=debug "$@"
-	wait_for "$name /readyz" 30 "${PIDS[$name]}" \
-		curl -fsS --cacert "$WORK/pki/ca.crt" "https://127.0.0.1:$port/readyz"
+	wait_for "$name metrics listener" 30 "${PIDS[$name]}" metrics_port "$name" || {
+		stop "$name"
+		return 2
+	}
+	wait_for "$name /readyz" 30 "${PIDS[$name]}" curl -fsS "http://127.0.0.1:$(metrics_port "$name")/readyz"
+}
+
+# metrics_port NAME: the port of imagegate NAME's metrics listener, from the
+# log of its latest start; fails while it has not said.
+metrics_port() {
+	log_since_start "$1" | jq -rR 'fromjson? | select(.msg == "serving metrics and health") | .address' |
+		sed -nE 's/.*:([0-9]+)$/\1/p' | grep .
+}
+
+# metric NAME SERIES: the value of one series of imagegate NAME's metrics,
+# written as exposed (imagegate_policy_reloads_total, or
+# imagegate_reviews_total{decision="denied",endpoint="image-policy"}); 0 when
+# it is not there.
+metric() {
+	curl -fsS "http://127.0.0.1:$(metrics_port "$1")/metrics" |
+		awk -v s="$2" '$1 == s { v = $2 } END { print (v == "" ? 0 : v) }'
 }
 
 # ---------------------------------------------------------------------------
@@ -555,7 +661,7 @@ scenario_fail_closed() {
 		'pods "down" is forbidden: Post "https://127\.0\.0\.1:[0-9]+/image-policy\?timeout=30s"' 'connection refused' -- \
 		run down --image="$(fresh_image down)" --restart=Never
 
-	start_imagegate
+	start_imagegate || die "imagegate: its port $IMAGEGATE_PORT was taken while it was down"
 	expect_created "imagegate restarted: a pod with a $REGISTRY image is created" -- \
 		run up --image="$(fresh_image up)" --restart=Never
 	expect_refused "imagegate restarted: a docker.io image is refused with imagegate's reason" \
@@ -588,7 +694,6 @@ scenario_validating_webhook() {
 	local audit_policy=$WORK/apiserver/audit-policy-vw.yaml
 	free_port port
 	free_port warn_port
-	write_kubeconfig "$KUBECONFIG" "$port"
 	# Metadata level for pods and deployments: where the webhook's audit
 	# annotations (validate.imagegate.dev/KEY) land.
 	cat >"$audit_policy" <<-EOF
@@ -602,7 +707,7 @@ scenario_validating_webhook() {
 		      - {group: apps, resources: ["deployments"]}
 		  - level: None
 	EOF
-	start_apiserver kube-apiserver-vw "$port" "$KUBECONFIG" \
+	on_free_ports port -- start_apiserver kube-apiserver-vw port "$KUBECONFIG" \
 		--etcd-prefix="/registry-validating-$VW_RUNS" \
 		--audit-policy-file="$audit_policy" --audit-log-path="$AUDIT_LOG"
 
@@ -701,7 +806,7 @@ scenario_validating_webhook() {
 
 	# Warn mode: a second imagegate, the webhook re-pointed at it by applying
 	# the overlay again.
-	start_imagegate imagegate-warn "$warn_port" --mode=warn
+	on_free_ports warn_port -- start_imagegate imagegate-warn warn_port --mode=warn
 	render_overlay overlay "$warn_port"
 	expect_allowed "kubectl apply -k of the overlay for imagegate --mode=warn updates the webhook configuration" \
 		'^validatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate configured$' -- \
@@ -766,21 +871,13 @@ scenario_mutual_tls() {
 
 	free_port port
 	free_port ig_port
-	start imagegate-mtls "$IMAGEGATE" serve \
-		--listen "127.0.0.1:$ig_port" --metrics-listen "127.0.0.1:0" \
+	# serve_imagegate waits for /readyz the kubelet's way, on the plain
+	# metrics listener: the HTTPS one now wants a client certificate.
+	on_free_ports ig_port -- serve_imagegate imagegate-mtls ig_port \
 		--tls-cert-file "$WORK/pki/imagegate.crt" --tls-key-file "$WORK/pki/imagegate.key" \
 		--client-ca-file "$pki/client-ca.crt" --allowed-client-names kube-apiserver \
-		--registry-whitelist "$REGISTRY" --log-format=json --log-level=debug
-	# The kubelet's way: probes on the plain metrics listener, since the
-	# HTTPS one now wants a client certificate. It listens on a port the
-	# kernel picks (a port chosen in advance can be taken meanwhile by an
-	# outgoing connection), read back from imagegate's log.
-	wait_for "imagegate-mtls metrics listener" 30 "${PIDS[imagegate-mtls]}" \
-		grep -q '"msg":"serving metrics and health"' "$LOGS/imagegate-mtls.log"
-	metrics_port=$(grep '"msg":"serving metrics and health"' "$LOGS/imagegate-mtls.log" | tail -n 1 |
-		sed -E 's/.*"address":"[^"]*:([0-9]+)".*/\1/')
-	wait_for "imagegate-mtls /readyz on the metrics listener" 30 "${PIDS[imagegate-mtls]}" \
-		curl -fsS "http://127.0.0.1:$metrics_port/readyz"
+		--registry-whitelist "$REGISTRY"
+	metrics_port=$(metrics_port imagegate-mtls)
 
 	# imagegate's side, with curl.
 	local url="https://127.0.0.1:$ig_port/readyz"
@@ -818,8 +915,7 @@ scenario_mutual_tls() {
 	subst "$cfg/imagegate-kubeconfig-mtls.yaml" \
 		"client-key: /etc/kubernetes/imagegate/apiserver-client.key" \
 		"client-key: $pki/kube-apiserver.key"
-	write_kubeconfig "$KUBECONFIG" "$port"
-	start_apiserver kube-apiserver-mtls "$port" "$KUBECONFIG" \
+	on_free_ports port -- start_apiserver kube-apiserver-mtls port "$KUBECONFIG" \
 		--etcd-prefix="/registry-mtls-$MTLS_RUNS" \
 		--enable-admission-plugins=ImagePolicyWebhook \
 		--admission-control-config-file="$cfg/admission-config.yaml"
@@ -952,18 +1048,20 @@ main() {
 	free_port ETCD_PEER_PORT
 	free_port APISERVER_PORT
 	free_port IMAGEGATE_PORT
-	say "ports: etcd $ETCD_PORT/$ETCD_PEER_PORT, kube-apiserver $APISERVER_PORT, imagegate $IMAGEGATE_PORT"
 	make_certs
-	write_apiserver_config
 
+	# imagegate before the apiserver's configuration, which names its port:
+	# a port found taken at the first start is replaced (on_free_ports).
 	t=$SECONDS
-	start_etcd
-	start_imagegate
-	start_apiserver kube-apiserver "$APISERVER_PORT" "$KUBECONFIG" \
+	on_free_ports ETCD_PORT ETCD_PEER_PORT -- start_etcd
+	on_free_ports IMAGEGATE_PORT -- start_imagegate
+	write_apiserver_config
+	on_free_ports APISERVER_PORT -- start_apiserver kube-apiserver APISERVER_PORT "$KUBECONFIG" \
 		--enable-admission-plugins=ImagePolicyWebhook \
 		--admission-control-config-file="$WORK/apiserver/admission-config.yaml" \
 		--audit-policy-file="$WORK/apiserver/audit-policy.yaml" \
 		--audit-log-path="$AUDIT_LOG"
+	say "ports: etcd $ETCD_PORT/$ETCD_PEER_PORT, kube-apiserver $APISERVER_PORT, imagegate $IMAGEGATE_PORT"
 	say "control plane up in $((SECONDS - t))s; $("$KUBECTL" version 2>/dev/null | tr '\n' ' ')"
 
 	for s in "${selected[@]}"; do
