@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -86,29 +85,7 @@ func TestAdmissionReviewGolden(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d, want 200: %s", rec.Code, rec.Body)
 			}
-			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q, want application/json", ct)
-			}
-			var got bytes.Buffer
-			if err := json.Indent(&got, rec.Body.Bytes(), "", "  "); err != nil {
-				t.Fatalf("reply is not JSON: %v: %s", err, rec.Body)
-			}
-			got.WriteByte('\n')
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("reply differs from %s:\ngot:\n%s\nwant:\n%s", golden, got.Bytes(), want)
-			}
+			checkGolden(t, rec, golden)
 
 			req, resp := parseHeader(t, body), parseHeader(t, rec.Body.Bytes())
 			if resp.APIVersion != req.APIVersion || resp.Kind != "AdmissionReview" {

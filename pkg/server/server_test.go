@@ -120,29 +120,7 @@ func TestImageReviewGolden(t *testing.T) {
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d, want 200: %s", rec.Code, rec.Body)
 			}
-			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q, want application/json", ct)
-			}
-			var got bytes.Buffer
-			if err := json.Indent(&got, rec.Body.Bytes(), "", "  "); err != nil {
-				t.Fatalf("reply is not JSON: %v: %s", err, rec.Body)
-			}
-			got.WriteByte('\n')
-			if *update {
-				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got.Bytes(), want) {
-				t.Errorf("reply differs from %s:\ngot:\n%s\nwant:\n%s", golden, got.Bytes(), want)
-			}
+			got := checkGolden(t, rec, golden)
 			// Whatever the name promises, the verdict must agree.
 			allowed := strings.Contains(got.String(), `"allowed": true`)
 			if name := filepath.Base(reqFile); strings.HasPrefix(name, "denied") == allowed {
