@@ -275,7 +275,7 @@ func (r *rule) registryProblem(domain, path string) string {
 		if e.Matches(domain, path) {
 			return ""
 		}
-		sameRegistry = sameRegistry || (e.Path != "" && e.matchesDomain(canonicalDomain(domain)))
+		sameRegistry = sameRegistry || (e.Path != "" && e.MatchesDomain(canonicalDomain(domain)))
 	}
 	if sameRegistry {
 		return fmt.Sprintf("repository %s/%s is not under an allowed path of registry %s (allowed: %s); use an image from an allowed repository",

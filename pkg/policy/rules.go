@@ -359,7 +359,7 @@ func covers(a, b RegistryEntry) bool {
 	case b.Wildcard && a.Domain == b.Domain:
 		domains = a.Apex || !b.Apex
 	default: // "*.x.com" covers "a.x.com" and "*.a.x.com"
-		domains = a.matchesDomain(b.Domain)
+		domains = a.MatchesDomain(b.Domain)
 	}
 	return domains && (a.Path == "" || b.Path == a.Path || strings.HasPrefix(b.Path, a.Path+"/"))
 }
