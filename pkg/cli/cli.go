@@ -168,7 +168,7 @@ func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policy", p.Hash())
 		return serveWithReload(ctx, srv, cfg.Policy, &active, rec, log)
 	}
-	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist,
+	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist, "registryMirrors", cfg.Policy.RegistryMirrors,
 		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())
 	return srv.ListenAndServe(ctx)
 }
@@ -208,7 +208,9 @@ func (a *App) check(args []string) int {
 Judge each image as 'imagegate serve' would with the same flags and policy
 file, one line per image: outcome, image, then its normalised form or what is
 wrong; with --explain, a block per image saying which rule judged it and what
-each check found. Exit status: 0 all allowed, 1 any denied, 2 usage error or
+each check found. With rewrite rules (--registry-mirror, or rewrites in the
+policy file) the image is judged as the mutating webhook would rewrite it,
+and the line says so. Exit status: 0 all allowed, 1 any denied, 2 usage error or
 an invalid policy (with --strict-config, also a policy with warnings).
 
 Flags:
@@ -246,10 +248,23 @@ Flags:
 			continue
 		}
 		in.Images = []policy.Image{{Ref: image}}
+		// Judge what the cluster would run: with rewrite rules, the
+		// mutating webhook's rewrite of the image.
+		judged := image
+		if plan := p.Rewrite(in); plan.Changed() {
+			judged = plan.Results[0].Rewritten
+			in.Images[0].Ref = judged
+		}
 		d := p.Evaluate(in)
 		detail := d.Reason()
 		if detail == "" {
-			detail, _ = policy.Normalize(image) // allowed, so it parses
+			detail, _ = policy.Normalize(judged) // allowed, so it parses
+		}
+		if judged != image {
+			detail = "rewritten to " + judged + ": " + detail
+			if d.Allowed {
+				detail = "rewritten to " + judged
+			}
 		}
 		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail) // reasons quote images, so one line each
 		if !d.Allowed {

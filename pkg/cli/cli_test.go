@@ -286,6 +286,24 @@ func TestExitCodes(t *testing.T) {
 			wantStderr: "--tls-cert-file and --tls-key-file are required",
 		},
 		{
+			name:       "serve with a registry mirror that is not FROM=TO fails and names it",
+			args:       []string{"serve", "-c=a", "-k=b", "--registry-mirror=docker.io"},
+			wantCode:   cli.ExitUsage,
+			wantStderr: `--registry-mirror: registry mirror "docker.io": want FROM=TO`,
+		},
+		{
+			name:       "serve with an invalid registry mirror fails and names it",
+			args:       []string{"serve", "-c=a", "-k=b", "--registry-mirror=docker.io=https://registry.my.com/hub"},
+			wantCode:   cli.ExitUsage,
+			wantStderr: `--registry-mirror: rewrite docker.io=https://registry.my.com/hub: TO: registry entry "https://registry.my.com/hub": drop the URL scheme`,
+		},
+		{
+			name:       "check with an invalid registry mirror is a usage error",
+			args:       []string{"check", "--registry-mirror=docker.io=mirror", "nginx:1"},
+			wantCode:   cli.ExitUsage,
+			wantStderr: `rewrite docker.io=mirror: TO "mirror": "mirror" is not read as a registry host`,
+		},
+		{
 			name:       "listen and port together fail",
 			args:       []string{"serve", "-c=a", "-k=b", "--listen=:8443", "--port=1323"},
 			wantCode:   cli.ExitUsage,
@@ -438,7 +456,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 	want := []string{
 		"--listen", "-p, --port", "--tls-cert-file", "-c, --cert", "--tls-key-file", "-k, --key",
 		"--client-ca-file", "--allowed-client-names", "--metrics-listen", "--log-level", "--log-format", "--registry-whitelist", "--reject-latest",
-		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout",
+		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout", "--registry-mirror",
 	}
 	cfg := config.Default()
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
@@ -617,6 +635,29 @@ func TestCheck(t *testing.T) {
 			wantLines: []checkLine{
 				{policy.OutcomeDenied, "registry.my.com/app:1\n", `image "registry.my.com/app:1\n": not a valid image reference`},
 				{policy.OutcomeAllowed, "registry.my.com/app:2", "registry.my.com/app:2"},
+			},
+		},
+		{
+			name: "a registry mirror rewrites the image and the rewrite is judged",
+			args: []string{
+				"check", wl, "--registry-mirror=docker.io=registry.my.com/dockerhub", "--registry-mirror", "ghcr.io=mirror.example.com/ghcr",
+				"prometheus:2.6.1", "nginx", "ghcr.io/acme/app:1", "quay.io/prometheus/prometheus:v2", "registry.my.com/dockerhub/library/nginx:1.25",
+			},
+			wantCode: cli.ExitDenied,
+			wantLines: []checkLine{
+				{policy.OutcomeAllowed, "prometheus:2.6.1", "rewritten to registry.my.com/dockerhub/library/prometheus:2.6.1"},
+				{policy.OutcomeDenied, "nginx", `rewritten to registry.my.com/dockerhub/library/nginx: image "registry.my.com/dockerhub/library/nginx": it has no tag`},
+				{policy.OutcomeDenied, "ghcr.io/acme/app:1", `rewritten to mirror.example.com/ghcr/acme/app:1: image "mirror.example.com/ghcr/acme/app:1": registry mirror.example.com is not allowed`},
+				{policy.OutcomeAllowed, "quay.io/prometheus/prometheus:v2", "quay.io/prometheus/prometheus:v2"},
+				{policy.OutcomeAllowed, "registry.my.com/dockerhub/library/nginx:1.25", "registry.my.com/dockerhub/library/nginx:1.25"},
+			},
+		},
+		{
+			name:     "a pod asking for break-glass is not rewritten",
+			args:     []string{"check", wl, "--registry-mirror=docker.io=registry.my.com/dockerhub", "--annotation=ops.image-policy.k8s.io/break-glass=true", "prometheus:2.6.1"},
+			wantCode: cli.ExitOK,
+			wantLines: []checkLine{
+				{policy.OutcomeBreakGlass, "prometheus:2.6.1", `break-glass overrode: image "prometheus:2.6.1"`},
 			},
 		},
 		{

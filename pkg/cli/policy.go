@@ -46,6 +46,14 @@ func writeExplanation(w io.Writer, x *policy.Explanation, hash string) {
 		version = " in policy " + hash
 	}
 	fmt.Fprintf(w, "  rule:               %s (namespace %q %s)%s\n", x.Rule, x.Namespace, by, version)
+	// The checks below judge the rewritten image, as the cluster would
+	// after the mutating webhook.
+	switch {
+	case x.RewriteBreakGlass:
+		fmt.Fprintf(w, "  rewrite:            none: the pod asks for break-glass, which keeps its images as written\n")
+	case x.Rewrite != nil:
+		fmt.Fprintf(w, "  rewrite:            %s\n", x.Rewrite.Describe())
+	}
 	for _, s := range x.Steps {
 		fmt.Fprintf(w, "  %-19s %-4s  %s\n", s.Check+":", s.Result, s.Detail)
 	}

@@ -173,6 +173,29 @@ func TestServeRecordsExplicitPolicySettings(t *testing.T) {
 	}
 }
 
+// --registry-mirror given with --config replaces the file default rule's
+// rewrites; not given, the file's rewrites stand.
+func TestRegistryMirrorFlagOverridesTheFileRewrites(t *testing.T) {
+	t.Parallel()
+	path := writePolicy(t, "default:\n  allowedRegistries: [registry.my.com]\n  rewrites:\n    - {from: docker.io, to: registry.my.com/file-hub}\n")
+	r := run(t, nil, nil, "check", "--config", path, "nginx:1.25")
+	if r.code != 0 || !strings.Contains(r.stdout, "rewritten to registry.my.com/file-hub/library/nginx:1.25") {
+		t.Errorf("the file's rewrite: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, nil, nil, "check", "--config", path, "--registry-mirror", "docker.io=registry.my.com/flag-hub", "nginx:1.25")
+	if r.code != 0 || !strings.Contains(r.stdout, "rewritten to registry.my.com/flag-hub/library/nginx:1.25") {
+		t.Errorf("the flag's rewrite: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, nil, nil, "check", "--config", path, "--registry-mirror", "docker.io", "nginx:1.25")
+	if r.code != 2 || !strings.Contains(r.stderr, `--registry-mirror: registry mirror "docker.io": want FROM=TO`) {
+		t.Errorf("a broken flag with a file: exit %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = run(t, nil, nil, "serve", "--config", path, "--registry-mirror", "docker.io", "--tls-cert-file", "c", "--tls-key-file", "k")
+	if r.code != 2 || r.served != nil {
+		t.Errorf("serve with a broken flag and a file: exit %d (served %v), want 2", r.code, r.served != nil)
+	}
+}
+
 func TestServeRefusesABrokenPolicyFile(t *testing.T) {
 	t.Parallel()
 	path := writePolicy(t, "default:\n  allowedRegistries: [\"https://x\"]\n")

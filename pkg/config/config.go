@@ -21,6 +21,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 // Config is everything `imagegate serve` needs.
@@ -69,6 +70,9 @@ type PolicyConfig struct {
 	AllowBreakGlass bool
 	// Mode is enforce or warn.
 	Mode string
+	// RegistryMirrors are rewrite rules, FROM=TO, that send images to an
+	// approved mirror (served by POST /mutate).
+	RegistryMirrors []string
 	// File is the policy file (--config). Empty means the flags above are
 	// the whole policy; otherwise they override the file's default rule
 	// where given explicitly (see FileOverrides).
@@ -161,6 +165,8 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
 	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
+	fs.StringSliceVar(&p.RegistryMirrors, "registry-mirror", p.RegistryMirrors,
+		"rewrite images to an approved mirror, FROM=TO (e.g. docker.io=registry.my.com/dockerhub): FROM a registry or repository path, TO a registry and path prefix; comma-separated and repeatable; served by the mutating webhook (POST /mutate)")
 	fs.StringVar(&p.File, "config", p.File, "policy file (YAML ImagePolicy) with a default rule and namespace rules; the policy flags above, when given, override its default rule")
 }
 
@@ -189,13 +195,38 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, getenv func(string) strin
 		mode := strings.ToLower(strings.TrimSpace(p.Mode))
 		o.Mode = &mode
 	}
+	if fs.Changed("registry-mirror") {
+		rules, _ := ParseMirrors(p.RegistryMirrors) // LoadFile reports a broken one
+		o.RegistryMirrors = &rules
+	}
 	p.FileOverrides = o
 }
 
 // LoadFile reads and compiles the policy file with the explicit settings
 // applied to its default rule.
 func (p PolicyConfig) LoadFile() (*policyfile.Loaded, error) {
+	if p.FileOverrides.RegistryMirrors != nil {
+		if _, err := ParseMirrors(p.RegistryMirrors); err != nil {
+			return nil, err
+		}
+	}
 	return policyfile.Load(p.File, p.FileOverrides)
+}
+
+// ParseMirrors splits --registry-mirror values (comma-separated FROM=TO
+// rules) into rules, reporting each one without "=".
+func ParseMirrors(values []string) ([]rewrite.Rule, error) {
+	var rules []rewrite.Rule
+	var errs []error
+	for _, v := range SplitList(strings.Join(values, ",")) {
+		r, err := rewrite.ParseRule(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
+			continue
+		}
+		rules = append(rules, r)
+	}
+	return rules, errors.Join(errs...)
 }
 
 // Options compiles the policy settings into policy options.
@@ -204,11 +235,16 @@ func (p PolicyConfig) Options() (policy.Options, error) {
 	if err != nil {
 		return policy.Options{}, fmt.Errorf("--mode: %w", err)
 	}
+	mirrors, err := ParseMirrors(p.RegistryMirrors)
+	if err != nil {
+		return policy.Options{}, err
+	}
 	return policy.Options{
 		RegistryWhitelist: SplitList(strings.Join(p.RegistryWhitelist, ",")),
 		RejectLatest:      p.RejectLatest,
 		AllowBreakGlass:   p.AllowBreakGlass,
 		Mode:              mode,
+		RegistryMirrors:   mirrors,
 	}, nil
 }
 
@@ -244,12 +280,20 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
-	// Compile the policy too, so a bad --registry-whitelist entry is a
-	// configuration error (exit 2) before serving, as it is for check.
+	// Compile the policy too, so a bad --registry-whitelist entry or
+	// --registry-mirror rule is a configuration error (exit 2) before
+	// serving, as it is for check.
 	if opts, err := c.Policy.Options(); err != nil {
 		errs = append(errs, err)
-	} else if _, err := policy.New(opts); err != nil {
-		errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
+	} else {
+		mirrors := opts.RegistryMirrors
+		opts.RegistryMirrors = nil
+		if _, err := policy.New(opts); err != nil {
+			errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
+		}
+		if _, err := rewrite.New(mirrors); err != nil {
+			errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

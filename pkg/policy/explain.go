@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/distribution/reference"
+
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 // Step is one check of an [Explanation].
@@ -24,6 +26,16 @@ type Explanation struct {
 	Image      string
 	Normalized string // empty when the image does not parse
 	Namespace  string
+	// Rewrite is what the rule's rewrite rules make of the image; nil when
+	// the rule has none. When it is rewritten, the checks and the Decision
+	// judge the rewritten reference, Judged, as the cluster would after the
+	// mutating webhook.
+	Rewrite *rewrite.Result
+	// RewriteBreakGlass is set when the image is not rewritten because
+	// the annotations ask for break-glass (see [RewritePlan.BreakGlass]).
+	RewriteBreakGlass bool
+	// Judged is the reference the checks judged: Image, or its rewrite.
+	Judged string
 	// Rule is the rule that judges the namespace and MatchedBy the
 	// namespace entry that selected it (empty for the default rule).
 	Rule, MatchedBy string
@@ -35,20 +47,32 @@ type Explanation struct {
 }
 
 // Explain judges one image as Evaluate does and says how: which rule
-// applied and what each check found. in.Images is replaced by the image.
+// applied, what its rewrite rules make of the image, and what each check
+// found about the result. in.Images is replaced by the image.
 func (p *Policy) Explain(in Input, image string) Explanation {
 	in.Images = []Image{{Ref: image}}
 	r, by := p.ruleFor(in.Namespace)
-	x := Explanation{Image: image, Namespace: in.Namespace, Rule: r.name, MatchedBy: by, Decision: p.Evaluate(in)}
-	named, err := reference.ParseNormalizedNamed(image)
-	if image == "" {
+	x := Explanation{Image: image, Namespace: in.Namespace, Rule: r.name, MatchedBy: by, Judged: image}
+	if n, err := reference.ParseNormalizedNamed(image); err == nil {
+		x.Normalized = n.String()
+	}
+	if r.rewriter.Len() > 0 {
+		plan := p.Rewrite(in)
+		x.Rewrite, x.RewriteBreakGlass = &plan.Results[0], plan.BreakGlass
+		if x.Rewrite.Changed() {
+			x.Judged = x.Rewrite.Rewritten
+			in.Images[0].Ref = x.Judged
+		}
+	}
+	x.Decision = p.Evaluate(in)
+	named, err := reference.ParseNormalizedNamed(x.Judged)
+	if x.Judged == "" {
 		err = errors.New("the reference is empty")
 	}
 	if err != nil {
 		x.Steps = append(x.Steps, Step{Check: string(RuleInvalidReference), Result: "fail", Detail: err.Error()})
 		return x
 	}
-	x.Normalized = named.String()
 	domain, path := reference.Domain(named), reference.Path(named)
 	if e, ok := r.exemption(named, domain, path); ok {
 		x.Steps = append(x.Steps, Step{Check: "exempt", Result: "pass", Detail: "exempt by exemptImages entry " + e + "; no other check applies"})

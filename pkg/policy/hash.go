@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -62,6 +63,17 @@ func (p *Policy) computeHash(rules []*rule) string {
 		for _, e := range r.exemptRepos {
 			b.WriteString("\nexempt=")
 			b.WriteString(e.String())
+		}
+		// Which rule is more specific does not depend on the order
+		// written, so neither does the hash.
+		rewrites := make([]string, 0, r.rewriter.Len())
+		for _, m := range r.rewriter.Mirrors() {
+			rewrites = append(rewrites, m.String())
+		}
+		slices.Sort(rewrites)
+		for _, m := range rewrites {
+			b.WriteString("\nrewrite=")
+			b.WriteString(m)
 		}
 		b.WriteString("\n\n")
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 // Mode says whether violations are enforced or only reported.
@@ -51,6 +53,9 @@ type Options struct {
 	AllowBreakGlass bool
 	// Mode is enforce (the default when empty) or warn.
 	Mode Mode
+	// RegistryMirrors rewrite images to an approved mirror
+	// (--registry-mirror FROM=TO); see [RuleOptions.Rewrites].
+	RegistryMirrors []rewrite.Rule
 }
 
 // Rule returns the options as a default rule.
@@ -61,6 +66,7 @@ func (o Options) Rule() RuleOptions {
 		RejectLatest:      o.RejectLatest,
 		Mode:              o.Mode,
 		BreakGlass:        BreakGlassOptions{Enabled: o.AllowBreakGlass},
+		Rewrites:          o.RegistryMirrors,
 	}
 }
 
@@ -76,6 +82,7 @@ type Policy struct {
 	annotate bool            // add the policy-hash and policy-rule audit annotations
 	linted   map[string]bool // entry findings already reported, while compiling
 	cache    *verdictCache   // what each image was found to be, per rule
+	rewrites bool            // some rule has rewrite rules
 }
 
 // New validates opts and compiles them into a Policy with one rule, the

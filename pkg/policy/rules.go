@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 // DefaultRuleName names the rule that judges namespaces no other rule
@@ -43,6 +45,10 @@ type RuleOptions struct {
 	// BreakGlass says whether and for whom break-glass annotations
 	// override violations.
 	BreakGlass BreakGlassOptions
+	// Rewrites send images to an approved mirror before they are judged
+	// (by the mutating webhook; see [Policy.Rewrite]): FROM a registry or
+	// repository path, TO a mirror registry and path prefix.
+	Rewrites []rewrite.Rule
 }
 
 // BreakGlassOptions restrict break-glass under one rule.
@@ -121,6 +127,7 @@ type rule struct {
 	denied        []RegistryEntry
 	mode          Mode
 	breakGlass    BreakGlassOptions
+	rewriter      *rewrite.Rewriter // nil: rewrites nothing
 }
 
 // glob is a compiled namespace pattern: literal parts between "*"s.
@@ -343,6 +350,7 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		}
 		r.exemptRepos = append(r.exemptRepos, e)
 	}
+	p.compileRewrites(r, ro, path, errs, warn)
 	bg := ro.BreakGlass
 	if bg.MaxAge < 0 {
 		*errs = append(*errs, &FieldError{Path: path + ".breakGlass.maxAge", Err: fmt.Errorf("maxAge %s must not be negative", bg.MaxAge)})

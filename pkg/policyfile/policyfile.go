@@ -33,6 +33,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 // APIVersion and Kind identify a policy file.
@@ -65,6 +66,18 @@ type Rule struct {
 	DeniedRepositories *[]string   `yaml:"deniedRepositories"`
 	Mode               *string     `yaml:"mode"`
 	BreakGlass         *BreakGlass `yaml:"breakGlass"`
+	// Rewrites send images to an approved mirror before they are judged
+	// (the mutating webhook). A namespace rule that sets it replaces the
+	// default rule's list; an empty list turns rewriting off.
+	Rewrites *[]Rewrite `yaml:"rewrites"`
+}
+
+// Rewrite is one rewrite rule: images under From (a registry or repository
+// path, as in allowedRegistries but without wildcards) go to the mirror To
+// (a registry and optional path prefix).
+type Rewrite struct {
+	From string `yaml:"from"`
+	To   string `yaml:"to"`
 }
 
 // NamespaceRule is a rule for the namespaces it names.
@@ -87,10 +100,11 @@ type BreakGlass struct {
 // the environment). Each non-nil field replaces the file's default-rule
 // field, and so reaches every namespace rule that inherits it.
 type Overrides struct {
-	RegistryWhitelist *[]string // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
-	RejectLatest      *bool     // --reject-latest
-	AllowBreakGlass   *bool     // --allow-break-glass
-	Mode              *string   // --mode
+	RegistryWhitelist *[]string       // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
+	RejectLatest      *bool           // --reject-latest
+	AllowBreakGlass   *bool           // --allow-break-glass
+	Mode              *string         // --mode
+	RegistryMirrors   *[]rewrite.Rule // --registry-mirror
 }
 
 // Defaults are the built-in default-rule settings, the same as the flags'
@@ -172,6 +186,9 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 	if o.RegistryWhitelist != nil {
 		w.forget("default.allowedRegistries") // the flag's entries are not on the file's lines
 	}
+	if o.RegistryMirrors != nil {
+		w.forget("default.rewrites")
+	}
 	spec := file.spec(o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -216,6 +233,9 @@ func (f *File) spec(o Overrides, fail func(path string, err error)) policy.Spec 
 	if o.Mode != nil {
 		def.Mode = policy.Mode(*o.Mode)
 	}
+	if o.RegistryMirrors != nil {
+		def.Rewrites = slices.Clone(*o.RegistryMirrors)
+	}
 	spec := policy.Spec{Default: def}
 	for i, nr := range f.Rules {
 		r := nr.apply(def, fmt.Sprintf("rules[%d]", i), fail)
@@ -236,6 +256,12 @@ func (r Rule) apply(base policy.RuleOptions, path string, fail func(string, erro
 	set(&out.RequireDigest, r.RequireDigest)
 	if r.Mode != nil {
 		out.Mode = policy.Mode(*r.Mode)
+	}
+	if r.Rewrites != nil {
+		out.Rewrites = make([]rewrite.Rule, len(*r.Rewrites))
+		for i, rw := range *r.Rewrites {
+			out.Rewrites[i] = rewrite.Rule{From: rw.From, To: rw.To}
+		}
 	}
 	if bg := r.BreakGlass; bg != nil {
 		set(&out.BreakGlass.Enabled, bg.Enabled)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 const examplePolicy = "../../examples/policy/policy.yaml"
@@ -19,7 +20,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		file string // under testdata/
 		want string // the whole error message
 	}{
-		{file: "invalid-unknown-field.yaml", want: `testdata/invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, exemptImages, deniedRepositories, mode, breakGlass`},
+		{file: "invalid-unknown-field.yaml", want: `testdata/invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, exemptImages, deniedRepositories, mode, breakGlass, rewrites`},
 		{file: "invalid-unknown-top-level.yaml", want: `testdata/invalid-unknown-top-level.yaml:3: unknown field "defaults" at the top level; did you mean "default"?`},
 		{file: "invalid-unknown-breakglass-field.yaml", want: `testdata/invalid-unknown-breakglass-field.yaml:6: unknown field "requireTickets" in default.breakGlass; did you mean "requireTicket"?`},
 		{file: "invalid-wrong-kind.yaml", want: `testdata/invalid-wrong-kind.yaml:1: apiVersion "imagegate.dev/v1" and kind "ImagePolicy": want apiVersion imagegate.dev/v1alpha1 and kind ImagePolicy`},
@@ -35,6 +36,9 @@ func TestLoadInvalidFiles(t *testing.T) {
 		{file: "invalid-bad-exempt.yaml", want: `testdata/invalid-bad-exempt.yaml:5: default.exemptImages[0]: exempt image "registry.k8s.io/Pause:3.10": invalid reference format: repository name (Pause) must be lowercase`},
 		{file: "invalid-syntax.yaml", want: `testdata/invalid-syntax.yaml:3: did not find expected ',' or ']'`},
 		{file: "invalid-two-documents.yaml", want: `testdata/invalid-two-documents.yaml:3: a policy file holds one YAML document; remove everything after the first`},
+		{file: "invalid-bad-rewrite.yaml", want: `testdata/invalid-bad-rewrite.yaml:9: default.rewrites[1].to: rewrite quay.io=mirror/quay: TO "mirror/quay": "mirror" is not read as a registry host in an image reference (mirror/... is a Docker Hub repository); name a host with a dot or a port, or localhost`},
+		{file: "invalid-unknown-rewrite-field.yaml", want: `testdata/invalid-unknown-rewrite-field.yaml:6: unknown field "mirror" in default.rewrites[0]; known fields: from, to`},
+		{file: "invalid-rewrite-without-to.yaml", want: `testdata/invalid-rewrite-without-to.yaml:9: rules[0].rewrites[0].to: rewrite docker.io=: TO is empty; name the mirror registry and path, e.g. registry.my.com/dockerhub`},
 		{file: "invalid-empty.yaml", want: `testdata/invalid-empty.yaml: the file is empty; it needs apiVersion: imagegate.dev/v1alpha1 and kind: ImagePolicy`},
 	}
 	for _, tc := range tests {
@@ -88,6 +92,86 @@ func TestLoadLintWarnings(t *testing.T) {
 	for i := range want {
 		if !strings.HasPrefix(l.Warnings[i], want[i]) {
 			t.Errorf("warning %d =\n%s\nwant it to start with\n%s", i, l.Warnings[i], want[i])
+		}
+	}
+}
+
+// A mirror the rule itself would refuse is a warning where the rewrite is
+// written, and again for every rule that inherits it but allows less.
+func TestLoadLintWarnsAboutMirrorsTheRuleRefuses(t *testing.T) {
+	t.Parallel()
+	l, err := policyfile.Load("testdata/lint-rewrites.yaml", policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`testdata/lint-rewrites.yaml:6: default.rewrites[0]: rewrite docker.io=mirror.my.com/dockerhub: rule "default"'s allowedRegistries (registry.my.com) do not cover the mirror mirror.my.com/dockerhub, so the images it rewrites would be refused; add mirror.my.com/dockerhub to allowedRegistries`,
+		`testdata/lint-rewrites.yaml:12: rules[1].rewrites[0]: rewrite docker.io=mirror.my.com/dockerhub: rule "team-b"'s allowedRegistries (registry.team-b.example.com) do not cover the mirror mirror.my.com/dockerhub`,
+	}
+	if len(l.Warnings) != len(want) {
+		t.Fatalf("Warnings =\n%s\nwant %d", strings.Join(l.Warnings, "\n"), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(l.Warnings[i], want[i]) {
+			t.Errorf("warning %d =\n%s\nwant it to start with\n%s", i, l.Warnings[i], want[i])
+		}
+	}
+}
+
+// rewrites inherit like every other field: a rule without it has the
+// default rule's, a rule with it has its own, and an empty list turns
+// rewriting off. --registry-mirror replaces the default rule's list and so
+// reaches the rules that inherit it.
+func TestRewritesInheritAndFlagsOverride(t *testing.T) {
+	t.Parallel()
+	src := []byte(`apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+default:
+  allowedRegistries: [registry.my.com]
+  rewrites:
+    - {from: docker.io, to: registry.my.com/dockerhub}
+rules:
+  - name: inherit
+    namespaces: [inherit]
+  - name: own
+    namespaces: [own]
+    rewrites:
+      - from: docker.io/library
+        to: registry.my.com/official
+  - name: off
+    namespaces: [off]
+    rewrites: []
+`)
+	rewritten := func(l *policyfile.Loaded, ns string) string {
+		return l.Policy.Rewrite(policy.Input{Namespace: ns, Images: []policy.Image{{Ref: "nginx:1.25"}}}).Results[0].Rewritten
+	}
+	l, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]string{
+		"default": "registry.my.com/dockerhub/library/nginx:1.25",
+		"inherit": "registry.my.com/dockerhub/library/nginx:1.25",
+		"own":     "registry.my.com/official/nginx:1.25",
+		"off":     "",
+	} {
+		if got := rewritten(l, ns); got != want {
+			t.Errorf("file only: nginx:1.25 in %s rewritten to %q, want %q", ns, got, want)
+		}
+	}
+	mirrors := []rewrite.Rule{{From: "docker.io", To: "registry.my.com/flag-hub"}}
+	l, err = policyfile.Parse("p.yaml", src, policyfile.Overrides{RegistryMirrors: &mirrors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]string{
+		"default": "registry.my.com/flag-hub/library/nginx:1.25",
+		"inherit": "registry.my.com/flag-hub/library/nginx:1.25",
+		"own":     "registry.my.com/official/nginx:1.25",
+		"off":     "",
+	} {
+		if got := rewritten(l, ns); got != want {
+			t.Errorf("with --registry-mirror: nginx:1.25 in %s rewritten to %q, want %q", ns, got, want)
 		}
 	}
 }

@@ -59,6 +59,8 @@ func ParseRule(s string) (Rule, error) {
 type Mirror struct {
 	// Rule is the rule as written.
 	Rule Rule
+	// Index is the rule's position in the list given to [New].
+	Index int
 	// From and To are its parsed sides: From matches images, To is where
 	// they go (Domain canonical, Path the prefix, possibly empty).
 	From, To imageref.RegistryEntry
@@ -149,6 +151,7 @@ func New(rules []Rule) (*Rewriter, error) {
 			errs = append(errs, &RuleError{Index: i, Rule: r, Field: "from", Err: fmt.Errorf("rewrite %s: FROM %s is already rewritten to %s by %s; give each FROM one TO", r, m.From, prev.To, prev.Rule)})
 			continue
 		}
+		m.Index = i
 		seen[m.From.String()] = m
 		rw.mirrors = append(rw.mirrors, m)
 	}
@@ -177,18 +180,18 @@ func (rw *Rewriter) Len() int { return len(rw.Mirrors()) }
 type Status string
 
 const (
-	// StatusRewritten: a rule matched and Result.Rewritten is the mirrored
+	// StatusRewritten means a rule matched and Result.Rewritten is the mirrored
 	// reference.
 	StatusRewritten Status = "rewritten"
-	// StatusNoMatch: no rule's FROM covers the image.
+	// StatusNoMatch means no rule's FROM covers the image.
 	StatusNoMatch Status = "no-match"
-	// StatusMirrored: the image is already under a rule's TO and is left
+	// StatusMirrored means the image is already under a rule's TO and is left
 	// alone; this is what makes a second rewrite a no-op.
 	StatusMirrored Status = "mirrored"
-	// StatusInvalid: the image is not a valid reference. It is never
+	// StatusInvalid means the image is not a valid reference. It is never
 	// rewritten; the policy refuses it with the parser's error.
 	StatusInvalid Status = "invalid"
-	// StatusFailed: a rule matched, but the rewritten reference would not
+	// StatusFailed means a rule matched, but the rewritten reference would not
 	// be valid (Result.Reason says why), so the image is left alone.
 	StatusFailed Status = "failed"
 )
