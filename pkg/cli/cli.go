@@ -48,7 +48,7 @@ func New() *App {
 const usage = `imagegate decides which container images a Kubernetes cluster may run.
 
 Usage:
-  imagegate serve [flags]            serve the ImagePolicyWebhook and validating-webhook backends over HTTPS
+  imagegate serve [flags]            serve the ImagePolicyWebhook, validating- and mutating-webhook backends over HTTPS
   imagegate check [flags] IMAGE...   judge images offline with the same policy flags or --config file
   imagegate audit -f FILE|- [flags]  report what already runs (kubectl get ... -A -o json) that the policy refuses
   imagegate version                  print the version
@@ -112,7 +112,7 @@ func (a *App) serve(ctx context.Context, args []string) int {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	cfg.AddServeFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: imagegate serve [flags]\n\nServe the ImagePolicyWebhook backend (POST %s) and the validating admission webhook (POST %s) over HTTPS.\n\nFlags:\n%s", server.PathImagePolicy, server.PathValidate, fs.FlagUsages())
+		fmt.Fprintf(fs.Output(), "Usage: imagegate serve [flags]\n\nServe the ImagePolicyWebhook backend (POST %s), the validating admission webhook (POST %s) and the mutating admission webhook that rewrites images to mirrors (POST %s) over HTTPS.\n\nFlags:\n%s", server.PathImagePolicy, server.PathValidate, server.PathMutate, fs.FlagUsages())
 	}
 	if code, ok := a.parse(fs, args); !ok {
 		return code

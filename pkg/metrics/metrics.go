@@ -28,6 +28,18 @@ const Namespace = "imagegate"
 // decision: not a review, unreadable, too large, wrong content type.
 const DecisionError = "error"
 
+// DecisionMutated is the decision label of a mutate review answered with a
+// patch; one answered without a patch is "allowed".
+const DecisionMutated = "mutated"
+
+// Label values of imagegate_image_rewrites_total: an image rewritten to a
+// mirror, or one a rewrite rule matched but could not rewrite into a valid
+// reference (it is left alone, and the validating path judges it as it is).
+const (
+	RewriteRewritten = "rewritten"
+	RewriteFailed    = "failed"
+)
+
 // Certificate names, the certificate label of the certificate metrics.
 const (
 	CertServing  = "serving"
@@ -56,6 +68,7 @@ type Recorder struct {
 	reviews    *prometheus.CounterVec
 	violations *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
+	rewrites   *prometheus.CounterVec
 
 	policyReloads        prometheus.Counter
 	policyReloadFailures prometheus.Counter
@@ -82,7 +95,7 @@ func New() *Recorder {
 		reg: prometheus.NewRegistry(),
 		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "reviews_total",
-			Help: "Reviews answered, by endpoint (image-policy, validate) and decision (allowed, denied, break-glass, warned, error).",
+			Help: "Reviews answered, by endpoint (image-policy, validate, mutate) and decision (allowed, denied, break-glass, warned, error; mutate: mutated or allowed).",
 		}, []string{"endpoint", "decision"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "violations_total",
@@ -93,6 +106,10 @@ func New() *Recorder {
 			Help:    "Time from reading a review's body to writing its answer, by endpoint.",
 			Buckets: LatencyBuckets,
 		}, []string{"endpoint"}),
+		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "image_rewrites_total",
+			Help: "Images the mutating webhook rewrote to a mirror (rewritten), or matched by a rewrite rule but left alone because the result would not be a valid reference (failed).",
+		}, []string{"result"}),
 		policyReloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "policy_reloads_total",
 			Help: "Policy reloads attempted, successful or not.",
@@ -141,7 +158,7 @@ func New() *Recorder {
 	build.WithLabelValues(version.Version, commitLabel()).Set(1)
 
 	r.reg.MustRegister(
-		r.reviews, r.violations, r.duration,
+		r.reviews, r.violations, r.duration, r.rewrites,
 		r.policyReloads, r.policyReloadFailures, r.policyLastReloadOK, r.policyLastReloadTime, r.policyInfo,
 		r.certReloads, r.certReloadFailures, r.certNotAfter, r.clientRejections, r.handshakeErrors,
 		build,
@@ -158,6 +175,11 @@ func New() *Recorder {
 			r.violations.WithLabelValues(endpoint, string(rule))
 		}
 	}
+	for _, d := range []string{string(policy.OutcomeAllowed), DecisionMutated, DecisionError} {
+		r.reviews.WithLabelValues(EndpointMutate, d)
+	}
+	r.rewrites.WithLabelValues(RewriteRewritten)
+	r.rewrites.WithLabelValues(RewriteFailed)
 	for _, c := range []string{CertServing, CertClientCA} {
 		r.certReloads.WithLabelValues(c)
 		r.certReloadFailures.WithLabelValues(c)
@@ -170,6 +192,7 @@ func New() *Recorder {
 const (
 	EndpointImagePolicy = "image-policy"
 	EndpointValidate    = "validate"
+	EndpointMutate      = "mutate"
 )
 
 // Rules are the rule label's values, started at zero.
@@ -219,6 +242,23 @@ func (r *Recorder) Review(endpoint string, d *policy.Decision, elapsed time.Dura
 		r.violations.WithLabelValues(endpoint, string(d.Violations[i].Rule)).Inc()
 	}
 	r.duration.WithLabelValues(endpoint).Observe(elapsed.Seconds())
+}
+
+// Mutation records one answered mutate review: whether it carried a patch,
+// how many images it rewrote and how many a rule matched but could not
+// rewrite, and how long it took.
+func (r *Recorder) Mutation(patched bool, rewritten, failed int, elapsed time.Duration) {
+	if r == nil {
+		return
+	}
+	decision := string(policy.OutcomeAllowed)
+	if patched {
+		decision = DecisionMutated
+	}
+	r.reviews.WithLabelValues(EndpointMutate, decision).Inc()
+	r.rewrites.WithLabelValues(RewriteRewritten).Add(float64(rewritten))
+	r.rewrites.WithLabelValues(RewriteFailed).Add(float64(failed))
+	r.duration.WithLabelValues(EndpointMutate).Observe(elapsed.Seconds())
 }
 
 // ReviewError records a request that got an error instead of a decision.

@@ -19,6 +19,7 @@ func TestNilRecorderRecordsNothing(t *testing.T) {
 	d := policy.Decision{Outcome: policy.OutcomeDenied, Violations: []policy.Violation{{Rule: policy.RuleRegistry}}}
 	r.Review(metrics.EndpointValidate, &d, time.Millisecond)
 	r.ReviewError(metrics.EndpointValidate, time.Millisecond)
+	r.Mutation(true, 1, 0, time.Millisecond)
 	r.PolicyLoaded("a")
 	r.PolicyReloaded(true, "b")
 	r.CertificateLoaded(metrics.CertServing, time.Now())
@@ -27,6 +28,60 @@ func TestNilRecorderRecordsNothing(t *testing.T) {
 	if r.Registry() != nil {
 		t.Error("nil Recorder has a registry")
 	}
+}
+
+// A mutate review counts as mutated when it carries a patch, allowed when
+// not, and adds its images to the rewrite counters; both start at zero.
+func TestMutationMetrics(t *testing.T) {
+	t.Parallel()
+	r := metrics.New()
+	r.Mutation(true, 2, 1, time.Millisecond)
+	r.Mutation(false, 0, 0, time.Millisecond)
+	r.Mutation(false, 0, 1, time.Millisecond)
+	r.ReviewError(metrics.EndpointMutate, time.Millisecond)
+	want := `
+# HELP imagegate_image_rewrites_total Images the mutating webhook rewrote to a mirror (rewritten), or matched by a rewrite rule but left alone because the result would not be a valid reference (failed).
+# TYPE imagegate_image_rewrites_total counter
+imagegate_image_rewrites_total{result="failed"} 2
+imagegate_image_rewrites_total{result="rewritten"} 2
+`
+	if err := testutil.GatherAndCompare(r.Registry(), strings.NewReader(want), "imagegate_image_rewrites_total"); err != nil {
+		t.Error(err)
+	}
+	for decision, n := range map[string]float64{"mutated": 1, "allowed": 2, "error": 1} {
+		if got := counterValue(t, r, "imagegate_reviews_total", map[string]string{"endpoint": "mutate", "decision": decision}); got != n {
+			t.Errorf("imagegate_reviews_total{endpoint=mutate,decision=%s} = %v, want %v", decision, got, n)
+		}
+	}
+}
+
+// counterValue returns the value of the series of name with exactly
+// labels, failing the test when there is none.
+func counterValue(t *testing.T, r *metrics.Recorder, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
 }
 
 func TestCertificateMetrics(t *testing.T) {

@@ -72,6 +72,8 @@ func TestMetricsCountEveryReviewByEndpointDecisionAndRule(t *testing.T) {
 		{server.PathValidate, "application/json", readFile("../../examples/admission/deployment-allowed.json"), 200},       // allowed
 		{server.PathValidate, "application/json", readFile("../../examples/admission/deployment-denied.json"), 200},        // denied: registry, latest-tag
 		{server.PathValidateBouncer, "application/json", []byte(`{}`), 400},                                                // error
+		{server.PathMutate, "application/json", readFile("../../examples/admission/deployment-denied.json"), 200},          // allowed: no rewrite rules
+		{server.PathMutate, "text/plain", readFile("../../examples/admission/deployment-denied.json"), 415},                // error
 	}
 	for i, r := range reviews {
 		if rec := post(h, r.path, r.contentType, r.body); rec.Code != r.wantCode {
@@ -91,8 +93,11 @@ func TestMetricsCountEveryReviewByEndpointDecisionAndRule(t *testing.T) {
 	}
 
 	want := `
-# HELP imagegate_reviews_total Reviews answered, by endpoint (image-policy, validate) and decision (allowed, denied, break-glass, warned, error).
+# HELP imagegate_reviews_total Reviews answered, by endpoint (image-policy, validate, mutate) and decision (allowed, denied, break-glass, warned, error; mutate: mutated or allowed).
 # TYPE imagegate_reviews_total counter
+imagegate_reviews_total{decision="allowed",endpoint="mutate"} 1
+imagegate_reviews_total{decision="error",endpoint="mutate"} 1
+imagegate_reviews_total{decision="mutated",endpoint="mutate"} 0
 imagegate_reviews_total{decision="allowed",endpoint="image-policy"} 2
 imagegate_reviews_total{decision="break-glass",endpoint="image-policy"} 1
 imagegate_reviews_total{decision="denied",endpoint="image-policy"} 2
@@ -128,6 +133,7 @@ imagegate_violations_total{endpoint="validate",rule="registry"} 2
 	for _, line := range []string{
 		`imagegate_review_duration_seconds_count{endpoint="image-policy"} 7`,
 		`imagegate_review_duration_seconds_count{endpoint="validate"} 4`,
+		`imagegate_review_duration_seconds_count{endpoint="mutate"} 2`,
 		`imagegate_review_duration_seconds_bucket{endpoint="image-policy",le="5e-05"}`,
 		`imagegate_review_duration_seconds_bucket{endpoint="image-policy",le="0.00025"}`,
 		`imagegate_build_info{`,

@@ -113,7 +113,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, fmt.Sprintf("no endpoint at %s; reviews go to POST %s (ImageReview) or POST %s (AdmissionReview)", r.URL.Path, PathImagePolicy, PathValidate), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("no endpoint at %s; reviews go to POST %s (ImageReview), POST %s (AdmissionReview) or POST %s (AdmissionReview, mutating)", r.URL.Path, PathImagePolicy, PathValidate, PathMutate), http.StatusNotFound)
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
@@ -135,6 +135,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	r.Method(http.MethodPost, PathValidate, validate)
 	r.Method(http.MethodPost, PathValidateBouncer, validate)
+	r.Method(http.MethodPost, PathMutate, http.HandlerFunc(s.mutate))
 	s.health(r)
 	return r
 }

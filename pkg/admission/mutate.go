@@ -1,0 +1,396 @@
+package admission
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/rewrite"
+)
+
+// AnnotationOriginalImages records, on a pod or on a workload's pod
+// template (so the pods it makes carry it too), the images the mutating
+// webhook rewrote: a JSON object from what used the image to the image as
+// it was written, keys sorted, e.g.
+//
+//	imagegate.dev/original-images: '{"app":"nginx:1.25","volume/models":"models:v3"}'
+//
+// A container (init and ephemeral containers included, whose names are
+// unique within a pod) is keyed by its name, an image volume by
+// "volume/" and its name. Entries already there, on the object or on the
+// old object of an UPDATE, are kept; an entry for the same key is replaced
+// by the newer original.
+const AnnotationOriginalImages = "imagegate.dev/original-images"
+
+// volumeKeyPrefix keys image volumes in AnnotationOriginalImages; names of
+// containers and volumes are DNS labels, which have no "/".
+const volumeKeyPrefix = "volume/"
+
+// subresourceEphemeralContainers is kubectl debug's subresource. The
+// apiserver keeps only spec.ephemeralContainers from a write to it, so
+// an annotation patched there would be dropped: none is added.
+const subresourceEphemeralContainers = "ephemeralcontainers"
+
+// Rewrite is one image the mutating webhook rewrote, or found a rule for
+// but could not rewrite.
+type Rewrite struct {
+	// Image is what used the image and the reference as written.
+	Image policy.Image
+	// Path is the JSON pointer of the image field in the object.
+	Path string
+	// Result is what the rewrite rules made of it.
+	Result rewrite.Result
+}
+
+// Mutation is what the mutating webhook did with one AdmissionReview, for
+// the decision log and metrics.
+type Mutation struct {
+	// Input is the namespace and the images considered: every image of a
+	// CREATE, the images an UPDATE adds.
+	Input policy.Input
+	// Kind and Name identify the object, for logs.
+	Kind, Name string
+	// Rule is the policy rule whose rewrite rules applied; empty when none
+	// was consulted.
+	Rule string
+	// Rewritten lists the images rewritten, Failed those a rule matched
+	// but whose rewrite would not be a valid reference (left alone).
+	Rewritten, Failed []Rewrite
+	// BreakGlass says the pod asked for break-glass, so nothing was
+	// rewritten (see policy.RewritePlan.BreakGlass).
+	BreakGlass bool
+	// Unreadable says why the request could not be read (another kind,
+	// an object that does not decode); it is then allowed unchanged.
+	Unreadable error
+}
+
+// Patched reports whether the reply carries a patch.
+func (m *Mutation) Patched() bool { return len(m.Rewritten) > 0 }
+
+// patchOp is one JSONPatch (RFC 6902) operation.
+type patchOp struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// Mutate decodes body, an AdmissionReview of either version, and answers
+// it for the mutating webhook: allowed, with a JSONPatch that rewrites the
+// images the policy's rewrite rules match (see [policy.Policy.Rewrite]) and
+// records the originals in [AnnotationOriginalImages]. Nothing matched:
+// allowed without a patch.
+//
+// The mutating webhook never refuses. A request it cannot read (another
+// kind, an object that does not decode) is allowed unchanged with a
+// warning, because refusing belongs to the validating path, which fails
+// closed on the same request with the policy's reasons; imagegate's
+// MutatingWebhookConfiguration also sends only the kinds it reads. DELETE
+// and CONNECT pass. An UPDATE rewrites only the images the old object did
+// not have, as the validating webhook judges only those, so relabelling a
+// workload that predates the rewrite rules does not roll it out.
+//
+// An error means body is not an AdmissionReview and deserves a 400.
+func Mutate(p *policy.Policy, body []byte) (Mutation, Response, error) {
+	review, err := Decode(body)
+	if err != nil {
+		return Mutation{}, Response{}, err
+	}
+	m, patch := mutation(p, review.Request)
+	resp := &admissionv1.AdmissionResponse{Allowed: true, Warnings: mutationWarnings(&m)}
+	if review.Request != nil {
+		resp.UID = review.Request.UID
+	}
+	if len(patch) > 0 {
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.PatchType, resp.Patch = &pt, patch
+	}
+	return m, Response{APIVersion: review.APIVersion, Kind: Kind, Response: resp}, nil
+}
+
+func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest) (Mutation, []byte) {
+	var m Mutation
+	if req == nil {
+		m.Unreadable = errors.New("the AdmissionReview carries no request")
+		return m, nil
+	}
+	m.Input.Namespace, m.Kind, m.Name = req.Namespace, req.Kind.Kind, req.Name
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return m, nil
+	}
+	if !p.HasRewrites() {
+		return m, nil // nothing to rewrite: skip decoding the object
+	}
+	pick, ok := mutateKinds[req.Kind]
+	if !ok {
+		m.Unreadable = fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the mutating webhook's rules",
+			describeKind(req.Kind), describeResource(req), knownKinds)
+		return m, nil
+	}
+	obj, err := readMutable(req, "request.object", req.Object.Raw)
+	if err != nil {
+		m.Unreadable = err
+		return m, nil
+	}
+	tmpl, prefix := pick(obj)
+	if tmpl == nil {
+		return m, nil // a workload without a pod template has no image
+	}
+	refs := tmpl.images(prefix)
+	var oldTmpl *mutableTemplate
+	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
+		old, err := readMutable(req, "request.oldObject", req.OldObject.Raw)
+		if err != nil {
+			m.Unreadable = err
+			return m, nil
+		}
+		oldTmpl, _ = pick(old)
+		refs = newImageRefs(refs, oldTmpl)
+	}
+	for _, r := range refs {
+		m.Input.Images = append(m.Input.Images, r.Image)
+	}
+	if len(refs) == 0 {
+		return m, nil
+	}
+	if tmpl.Metadata != nil {
+		m.Input.Annotations = tmpl.Metadata.Annotations
+	}
+	plan := p.Rewrite(m.Input)
+	m.Rule, m.BreakGlass = plan.RuleName, plan.BreakGlass
+	for i, res := range plan.Results {
+		switch res.Status {
+		case rewrite.StatusRewritten:
+			m.Rewritten = append(m.Rewritten, Rewrite{Image: refs[i].Image, Path: refs[i].Path, Result: res})
+		case rewrite.StatusFailed:
+			m.Failed = append(m.Failed, Rewrite{Image: refs[i].Image, Path: refs[i].Path, Result: res})
+		}
+	}
+	if len(m.Rewritten) == 0 {
+		return m, nil
+	}
+	ops := make([]patchOp, 0, len(m.Rewritten)+1)
+	for _, rw := range m.Rewritten {
+		ops = append(ops, patchOp{Op: "replace", Path: rw.Path, Value: rw.Result.Rewritten})
+	}
+	if req.SubResource != subresourceEphemeralContainers {
+		ops = append(ops, originalsOp(tmpl, oldTmpl, prefix, m.Rewritten))
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil { // strings and maps of strings only
+		m.Unreadable = fmt.Errorf("encode the patch: %w", err)
+		m.Rewritten = nil
+		return m, nil
+	}
+	return m, patch
+}
+
+// originalsOp returns the operation that sets AnnotationOriginalImages on
+// the template: the entries already on the old object, then those on the
+// object, then the images rewritten now.
+func originalsOp(tmpl, oldTmpl *mutableTemplate, prefix string, rewritten []Rewrite) patchOp {
+	originals := map[string]string{}
+	for _, t := range []*mutableTemplate{oldTmpl, tmpl} {
+		if t == nil || t.Metadata == nil {
+			continue
+		}
+		if v, ok := t.Metadata.Annotations[AnnotationOriginalImages]; ok {
+			var earlier map[string]string
+			if json.Unmarshal([]byte(v), &earlier) == nil { // not ours if it does not parse: replaced
+				for k, img := range earlier {
+					originals[k] = img
+				}
+			}
+		}
+	}
+	for _, rw := range rewritten {
+		originals[originalsKey(rw.Image)] = rw.Image.Ref
+	}
+	value, _ := json.Marshal(originals) // sorted keys
+	switch {
+	case tmpl.Metadata == nil:
+		return patchOp{Op: "add", Path: prefix + "/metadata", Value: map[string]any{"annotations": map[string]string{AnnotationOriginalImages: string(value)}}}
+	case tmpl.Metadata.Annotations == nil:
+		return patchOp{Op: "add", Path: prefix + "/metadata/annotations", Value: map[string]string{AnnotationOriginalImages: string(value)}}
+	default:
+		// "add" on an existing member replaces it (RFC 6902, 4.1).
+		return patchOp{Op: "add", Path: prefix + "/metadata/annotations/" + escapePointer(AnnotationOriginalImages), Value: string(value)}
+	}
+}
+
+func originalsKey(img policy.Image) string {
+	if img.Source == SourceVolume {
+		return volumeKeyPrefix + img.Container
+	}
+	return img.Container
+}
+
+// escapePointer escapes one JSON pointer reference token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+// maxRewriteWarnings bounds the warnings of one reply, as for violations.
+const maxRewriteWarnings = maxViolationWarnings
+
+// mutationWarnings tells the user what was rewritten, what could not be,
+// and why a request was not read, in kubectl's output.
+func mutationWarnings(m *Mutation) []string {
+	var out []string
+	add := func(s string) {
+		switch {
+		case len(out) < maxRewriteWarnings:
+			out = append(out, warningText(s))
+		case len(out) == maxRewriteWarnings:
+			out = append(out, "imagegate: more rewrites are not shown; see the "+AnnotationOriginalImages+" annotation and imagegate's log")
+		}
+	}
+	if m.Unreadable != nil {
+		add("imagegate did not rewrite images: " + m.Unreadable.Error())
+	}
+	if m.BreakGlass {
+		add("imagegate did not rewrite images to the mirror: the pod asks for break-glass, which keeps its images as written")
+	}
+	for _, rw := range m.Rewritten {
+		add(fmt.Sprintf("imagegate rewrote %s to %q (mirror rule %s)", describeImage(rw.Image), rw.Result.Rewritten, rw.Result.Mirror))
+	}
+	for _, rw := range m.Failed {
+		add(fmt.Sprintf("imagegate did not rewrite %s: rule %s matches, but %s", describeImage(rw.Image), rw.Result.Mirror, rw.Result.Reason))
+	}
+	return out
+}
+
+func describeImage(img policy.Image) string {
+	source := img.Source
+	if source == "" {
+		source = "container"
+	}
+	return fmt.Sprintf("%s %q image %q", source, img.Container, img.Ref)
+}
+
+// mutableTemplate is a pod template read for rewriting: like the lean
+// types, but it keeps whether metadata and annotations are there, which a
+// patch must know.
+type mutableTemplate struct {
+	Metadata *mutableMeta `json:"metadata"`
+	Spec     leanPodSpec  `json:"spec"`
+}
+
+type mutableMeta struct {
+	Annotations map[string]string `json:"annotations"`
+}
+
+type mutableObject struct {
+	APIVersion string       `json:"apiVersion"`
+	Kind       string       `json:"kind"`
+	Metadata   *mutableMeta `json:"metadata"`
+	Spec       struct {
+		leanPodSpec                  // Pod
+		Template    *mutableTemplate `json:"template"` // workloads
+		JobTemplate struct {
+			Spec struct {
+				Template *mutableTemplate `json:"template"`
+			} `json:"spec"`
+		} `json:"jobTemplate"` // CronJob
+	} `json:"spec"`
+	Template *mutableTemplate `json:"template"` // PodTemplate
+}
+
+// mutateKinds picks each kind's pod template and its JSON pointer: the
+// kinds the validating webhook reads (TestMutateReadsTheKindsValidateReads).
+var mutateKinds = map[metav1.GroupVersionKind]func(*mutableObject) (*mutableTemplate, string){
+	{Version: "v1", Kind: "Pod"}: func(o *mutableObject) (*mutableTemplate, string) {
+		return &mutableTemplate{Metadata: o.Metadata, Spec: o.Spec.leanPodSpec}, ""
+	},
+	{Version: "v1", Kind: "PodTemplate"}:                func(o *mutableObject) (*mutableTemplate, string) { return o.Template, "/template" },
+	{Version: "v1", Kind: "ReplicationController"}:      specTemplate,
+	{Group: "apps", Version: "v1", Kind: "Deployment"}:  specTemplate,
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  specTemplate,
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: specTemplate,
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   specTemplate,
+	{Group: "batch", Version: "v1", Kind: "Job"}:        specTemplate,
+	{Group: "batch", Version: "v1", Kind: "CronJob"}: func(o *mutableObject) (*mutableTemplate, string) {
+		return o.Spec.JobTemplate.Spec.Template, "/spec/jobTemplate/spec/template"
+	},
+}
+
+func specTemplate(o *mutableObject) (*mutableTemplate, string) {
+	return o.Spec.Template, "/spec/template"
+}
+
+func readMutable(req *admissionv1.AdmissionRequest, field string, raw []byte) (*mutableObject, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(req.Kind))
+	}
+	var o mutableObject
+	if err := json.Unmarshal(raw, &o); err != nil {
+		// The typed decoding names the field in the API's terms, as the
+		// validating webhook's message does.
+		if read, ok := kinds[req.Kind]; ok {
+			if _, _, terr := read(raw); terr != nil {
+				err = terr
+			}
+		}
+		return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), err)
+	}
+	if (o.APIVersion != "" || o.Kind != "") && (o.Kind != req.Kind.Kind || o.APIVersion != apiVersion(req.Kind)) {
+		return nil, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, o.APIVersion, o.Kind, describeKind(req.Kind))
+	}
+	return &o, nil
+}
+
+// imageRef is an image with the JSON pointer of its field.
+type imageRef struct {
+	Image policy.Image
+	Path  string
+}
+
+// images lists the template's images with their JSON pointers, in the
+// order the validating webhook judges them.
+func (t *mutableTemplate) images(prefix string) []imageRef {
+	s := &t.Spec
+	out := make([]imageRef, 0, len(s.InitContainers)+len(s.Containers)+len(s.EphemeralContainers))
+	add := func(list []leanContainer, field, source string) {
+		for i, c := range list {
+			out = append(out, imageRef{
+				Image: policy.Image{Container: c.Name, Source: source, Ref: c.Image},
+				Path:  prefix + "/spec/" + field + "/" + strconv.Itoa(i) + "/image",
+			})
+		}
+	}
+	add(s.InitContainers, "initContainers", SourceInitContainer)
+	add(s.Containers, "containers", "")
+	add(s.EphemeralContainers, "ephemeralContainers", SourceEphemeralContainer)
+	for i, v := range s.Volumes {
+		if v.Image != nil {
+			out = append(out, imageRef{
+				Image: policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference},
+				Path:  prefix + "/spec/volumes/" + strconv.Itoa(i) + "/image/reference",
+			})
+		}
+	}
+	return out
+}
+
+// newImageRefs keeps the images whose reference old does not already use.
+func newImageRefs(current []imageRef, old *mutableTemplate) []imageRef {
+	if old == nil {
+		return current
+	}
+	had := map[string]bool{}
+	for _, r := range old.images("") {
+		had[r.Image.Ref] = true
+	}
+	out := current[:0:0]
+	for _, r := range current {
+		if !had[r.Image.Ref] {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/admission"
+	"github.com/imagegate/imagegate/pkg/metrics"
+	"github.com/imagegate/imagegate/pkg/policy"
+)
+
+// PathMutate is where the mutating admission webhook posts
+// AdmissionReviews; imagegate answers with a JSONPatch that rewrites images
+// to the mirrors of the policy's rewrite rules.
+const PathMutate = "/mutate"
+
+// mutate serves PathMutate. It reads the body under the same limits as the
+// other reviews; what it answers comes from admission.Mutate, which never
+// refuses: the validating path does.
+func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
+	const endpoint = metrics.EndpointMutate
+	start := time.Now()
+	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
+		s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes)); err != nil {
+		code, msg := http.StatusBadRequest, fmt.Sprintf("read request body: %v", err)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes)
+		}
+		s.reject(w, endpoint, code, msg)
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return
+	}
+	p := s.policy.Load()
+	m, resp, err := admission.Mutate(p, buf.Bytes())
+	if err != nil {
+		s.reject(w, endpoint, http.StatusBadRequest, err.Error())
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return
+	}
+	out, err := json.Marshal(resp)
+	if err != nil { // the reply holds only strings, bools and bytes
+		s.reject(w, endpoint, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+	s.logMutation(r.Context(), p, &m)
+	s.rec.Mutation(m.Patched(), len(m.Rewritten), len(m.Failed), time.Since(start))
+}
+
+// logMutation writes one line per rewritten image at info, one per image a
+// rule matched but could not rewrite at info, a request it could not read
+// at warn, and a mutate review that changed nothing at debug.
+func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission.Mutation) {
+	base := []any{"endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name}
+	if p != nil {
+		base = append(base, "policy", p.Hash())
+	}
+	if m.Unreadable != nil {
+		s.log.Warn("request not read; images not rewritten", append(base, "err", m.Unreadable.Error())...)
+		return
+	}
+	for _, rw := range m.Rewritten {
+		s.log.Info("image rewritten", append(base, "rule", m.Rule, "source", source(rw.Image), "container", rw.Image.Container,
+			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "mirror", rw.Result.Mirror.String())...)
+	}
+	for _, rw := range m.Failed {
+		s.log.Info("image not rewritten", append(base, "rule", m.Rule, "source", source(rw.Image), "container", rw.Image.Container,
+			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
+	}
+	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
+		images := make([]string, len(m.Input.Images))
+		for i, img := range m.Input.Images {
+			images[i] = img.Ref
+		}
+		s.log.Debug("nothing to rewrite", append(base, "images", images, "breakGlass", m.BreakGlass)...)
+	}
+}
+
+func source(img policy.Image) string {
+	if img.Source == "" {
+		return "container"
+	}
+	return img.Source
+}
