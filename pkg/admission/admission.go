@@ -233,6 +233,27 @@ const knownKinds = "v1 Pod (also pods/ephemeralcontainers), PodTemplate and Repl
 // says what was received.
 func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err error) {
 	if req == nil {
+		return input(nil, object{}, object{})
+	}
+	return input(req, object{raw: req.Object.Raw}, object{raw: req.OldObject.Raw})
+}
+
+// object is request.object or request.oldObject: its bytes (none when it is
+// missing or null) and, when the review was scanned, what the lean types
+// read in them.
+type object struct {
+	raw  []byte
+	lean *leanObject
+}
+
+// pod is what imagegate judges of the pods an object would make.
+type pod struct {
+	images      []policy.Image
+	annotations map[string]string
+}
+
+func input(req *admissionv1.AdmissionRequest, obj, oldObj object) (in policy.Input, judge bool, err error) {
+	if req == nil {
 		return policy.Input{}, false, errors.New("the AdmissionReview carries no request")
 	}
 	in.Namespace = req.Namespace
@@ -249,20 +270,17 @@ func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err 
 		return in, false, fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the webhook's rules",
 			describeKind(req.Kind), describeResource(req), knownKinds)
 	}
-	tmpl, err := readObject(read, req, "request.object", req.Object.Raw)
+	current, err := readObject(read, req, "request.object", obj)
 	if err != nil {
 		return in, false, err
 	}
-	in.Images = images(tmpl)
-	if tmpl != nil {
-		in.Annotations = tmpl.Annotations
-	}
-	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-		old, err := readObject(read, req, "request.oldObject", req.OldObject.Raw)
+	in.Images, in.Annotations = current.images, current.annotations
+	if req.Operation == admissionv1.Update && len(oldObj.raw) > 0 {
+		old, err := readObject(read, req, "request.oldObject", oldObj)
 		if err != nil {
 			return in, false, err
 		}
-		in.Images = newImages(in.Images, images(old))
+		in.Images = newImages(in.Images, old.images)
 		if len(in.Images) == 0 {
 			return in, false, nil
 		}
@@ -272,22 +290,40 @@ func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err 
 	return in, true, nil
 }
 
-func readObject(read podTemplateReader, req *admissionv1.AdmissionRequest, field string, raw []byte) (*corev1.PodTemplateSpec, error) {
+// readObject reads obj as req's kind through the lean types, or through the
+// typed ones when the lean ones cannot read it, which also describe what is
+// wrong with it.
+func readObject(read podTemplateReader, req *admissionv1.AdmissionRequest, field string, obj object) (pod, error) {
 	kind := req.Kind
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(kind))
+	if len(obj.raw) == 0 {
+		return pod{}, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(kind))
 	}
-	tmpl, meta, err := readLean(kind, raw)
-	if err != nil {
-		tmpl, meta, err = read(raw)
+	var err error
+	if obj.lean == nil {
+		obj.lean, err = decodeLean(obj.raw)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(kind), err)
+	var (
+		p    pod
+		meta metav1.TypeMeta
+		lean bool
+	)
+	if err == nil {
+		p, meta, lean = leanPod(kind, obj.lean)
+	}
+	if !lean {
+		var tmpl *corev1.PodTemplateSpec
+		if tmpl, meta, err = read(obj.raw); err != nil {
+			return pod{}, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(kind), err)
+		}
+		p.images = images(tmpl)
+		if tmpl != nil {
+			p.annotations = tmpl.Annotations
+		}
 	}
 	if (meta.APIVersion != "" || meta.Kind != "") && (meta.Kind != kind.Kind || meta.APIVersion != apiVersion(kind)) {
-		return nil, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, meta.APIVersion, meta.Kind, describeKind(kind))
+		return pod{}, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, meta.APIVersion, meta.Kind, describeKind(kind))
 	}
-	return tmpl, nil
+	return p, nil
 }
 
 // images lists every image a pod template would pull, in the order the
@@ -462,12 +498,22 @@ func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 // the decision and the reply to encode. An error means body is not an
 // AdmissionReview and deserves a 400; everything else, including a request
 // imagegate cannot read, is an answer.
+//
+// It reads what the apiserver sends in one pass without reflection (see
+// scanReview), and anything else with Decode and Input, which say what is
+// wrong.
 func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
-	review, err := Decode(body)
-	if err != nil {
-		return policy.Input{}, policy.Decision{}, Response{}, err
+	review, obj, oldObj, ok := scanReview(body)
+	if !ok {
+		var err error
+		if review, err = Decode(body); err != nil {
+			return policy.Input{}, policy.Decision{}, Response{}, err
+		}
+		if review.Request != nil {
+			obj, oldObj = object{raw: review.Request.Object.Raw}, object{raw: review.Request.OldObject.Raw}
+		}
 	}
-	in, judge, err := Input(review.Request)
+	in, judge, err := input(review.Request, obj, oldObj)
 	var d policy.Decision
 	switch {
 	case err != nil:

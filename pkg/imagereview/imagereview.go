@@ -106,12 +106,18 @@ func NewResponse(d *policy.Decision) Response {
 // Review decodes body and judges it with p, returning the input it judged,
 // the decision and the reply to encode. An error means body is not an
 // ImageReview and deserves a 400.
+//
+// It reads what the apiserver sends in one pass without reflection (see
+// scan), and anything else with Decode and Input, which say what is wrong.
 func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
-	review, err := Decode(body)
-	if err != nil {
-		return policy.Input{}, policy.Decision{}, Response{}, err
+	in, ok := scan(body)
+	if !ok {
+		review, err := Decode(body)
+		if err != nil {
+			return policy.Input{}, policy.Decision{}, Response{}, err
+		}
+		in = Input(review)
 	}
-	in := Input(review)
 	d := p.Evaluate(in)
 	return in, d, NewResponse(&d), nil
 }
