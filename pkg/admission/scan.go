@@ -98,9 +98,9 @@ func scanRequest(s *jsonscan.Scanner, body []byte, req *admissionv1.AdmissionReq
 		case "oldObject":
 			oldObj = scanObject(s, body)
 		case "requestKind":
-			scanGVK(s)
+			checkStringFields(s, gvkFields)
 		case "requestResource":
-			scanGVR(s)
+			checkStringFields(s, gvrFields)
 		case "requestSubResource", "name":
 			s.SkipString()
 		case "dryRun":
@@ -155,4 +155,16 @@ func scanGVR(s *jsonscan.Scanner) (r metav1.GroupVersionResource) {
 		}
 	}
 	return r
+}
+
+// checkStringFields checks a struct of string fields, or null, without
+// reading it.
+func checkStringFields(s *jsonscan.Scanner, fields *jsonscan.Fields) {
+	for o := s.Object(fields); o.Next(); {
+		if o.Name() == "" {
+			s.Skip()
+		} else {
+			s.SkipString()
+		}
+	}
 }
