@@ -5,7 +5,9 @@
 #   2. the Secret imagegate-tls in namespace imagegate (the namespace is
 #      created if `kubectl apply -k config/` has not run yet),
 #   3. the CA as the caBundle of the ValidatingWebhookConfiguration imagegate,
-#      once it exists, and a wait for the Deployment to be ready.
+#      once it exists (and of the MutatingWebhookConfiguration imagegate of
+#      the mutating-webhook component, when it exists), and a wait for the
+#      Deployment to be ready.
 # Idempotent: run it after `kubectl apply -k config/`, and again whenever you
 # like. Re-applying config/ keeps the caBundle, which no manifest sets.
 #
@@ -41,14 +43,21 @@ if ! "$kubectl" get validatingwebhookconfiguration "$webhook" >/dev/null 2>&1; t
   exit 0
 fi
 ca=$(base64 <"$dir/ca.crt" | tr -d '\n')
-# One JSON patch operation per webhook in the configuration.
-count=$("$kubectl" get validatingwebhookconfiguration "$webhook" -o jsonpath='{range .webhooks[*]}x{end}')
-ops=""
-for ((i = 0; i < ${#count}; i++)); do
-  ops+="${ops:+,}{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}"
+# The validating configuration, and the mutating one when the
+# mutating-webhook component installed it.
+for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do
+  if [ "$kind" = mutatingwebhookconfiguration ] && ! "$kubectl" get "$kind" "$webhook" >/dev/null 2>&1; then
+    continue
+  fi
+  # One JSON patch operation per webhook in the configuration.
+  count=$("$kubectl" get "$kind" "$webhook" -o jsonpath='{range .webhooks[*]}x{end}')
+  ops=""
+  for ((i = 0; i < ${#count}; i++)); do
+    ops+="${ops:+,}{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$ca\"}"
+  done
+  "$kubectl" patch "$kind" "$webhook" --type=json -p "[$ops]"
+  say "caBundle of $kind $webhook is the CA in $dir/ca.crt"
 done
-"$kubectl" patch validatingwebhookconfiguration "$webhook" --type=json -p "[$ops]"
-say "caBundle of ValidatingWebhookConfiguration $webhook is the CA in $dir/ca.crt"
 
 # Pods that started before the Secret existed pick it up on the kubelet's
 # next mount retry; wait so the webhook is known to answer before returning.
