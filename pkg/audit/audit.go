@@ -4,6 +4,13 @@
 // and reports every container whose image the policy finds a violation in,
 // so an operator can see what enforcing a policy would refuse before turning
 // it on.
+//
+// With rewrite rules, each object is judged as the cluster would judge it
+// after the mutating webhook: its images rewritten to the mirrors first. The
+// images a rewrite would change are reported apart from the findings (see
+// [Rewrite]), together with the checks the rewrite would fix; what is still
+// refused after the rewrite is a finding that says what the image was
+// rewritten to.
 package audit
 
 import (
@@ -33,6 +40,9 @@ type Finding struct {
 	Container string `json:"container"`
 	Source    string `json:"source,omitempty"`
 	Image     string `json:"image"`
+	// Rewritten is what the rewrite rules make of Image, which is then
+	// what was judged; empty when no rule rewrites it.
+	Rewritten string `json:"rewritten,omitempty"`
 	// Rule is the check violated (registry, latest-tag, ...) and PolicyRule
 	// the policy rule that judged the namespace.
 	Rule       policy.Rule `json:"rule"`
@@ -46,10 +56,36 @@ type Finding struct {
 	BreakGlassRefused string `json:"breakGlassRefused,omitempty"`
 }
 
+// Rewrite is one image the mutating webhook would rewrite to a mirror.
+type Rewrite struct {
+	Namespace string `json:"namespace"`
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
+	Container string `json:"container"`
+	Source    string `json:"source,omitempty"`
+	// Image is the image as it runs now, Rewritten its mirror, and Mirror
+	// the rewrite rule (FROM=TO, normalised).
+	Image     string `json:"image"`
+	Rewritten string `json:"rewritten"`
+	Mirror    string `json:"mirror"`
+	// PolicyRule is the policy rule whose rewrites applied.
+	PolicyRule string `json:"policyRule"`
+	// Fixes are the checks the image as it runs now violates and the
+	// rewritten one passes: what the rewrite fixes. Empty when the image
+	// passed as it was.
+	Fixes []policy.Rule `json:"fixes,omitempty"`
+	// Remaining are the checks the rewritten image still violates; the
+	// findings say how, and what the policy would do.
+	Remaining []policy.Rule `json:"remaining,omitempty"`
+}
+
 // Report is the result of an audit.
 type Report struct {
 	// Findings are in input order, then image order, then rule order.
 	Findings []Finding `json:"findings"`
+	// Rewrites are the images the rewrite rules would change, in input
+	// order, then image order.
+	Rewrites []Rewrite `json:"rewrites,omitempty"`
 	// Objects counts the objects judged, Images the images in them.
 	Objects int `json:"objects"`
 	Images  int `json:"images"`
@@ -134,16 +170,72 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 	if len(images) == 0 {
 		return nil // a template without containers is not a pod worth reporting
 	}
-	d := p.Evaluate(in)
+	// What the mutating webhook would make of the images, judged as the
+	// validating path would judge them then.
+	judged := in
+	plan := p.Rewrite(in)
+	original := map[policy.Image]string{} // a rewritten image -> the image as written
+	if plan.Changed() {
+		judged.Images = make([]policy.Image, len(images))
+		for i, img := range images {
+			judged.Images[i] = img
+			if r := plan.Results[i]; r.Changed() {
+				judged.Images[i].Ref = r.Rewritten
+				original[judged.Images[i]] = img.Ref
+			}
+		}
+	}
+	d := p.Evaluate(judged)
 	for _, v := range d.Violations {
-		rep.Findings = append(rep.Findings, Finding{
+		f := Finding{
 			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
 			Container: v.Container, Source: v.Source, Image: v.Image,
 			Rule: v.Rule, PolicyRule: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
 			BreakGlassRefused: d.BreakGlassRefused,
-		})
+		}
+		if orig, ok := original[policy.Image{Container: v.Container, Source: v.Source, Ref: v.Image}]; ok {
+			f.Image, f.Rewritten = orig, v.Image
+		}
+		rep.Findings = append(rep.Findings, f)
+	}
+	if !plan.Changed() {
+		return nil
+	}
+	before := p.Evaluate(in) // the checks each image fails as it runs now
+	for i, img := range images {
+		r := plan.Results[i]
+		if !r.Changed() {
+			continue
+		}
+		rw := Rewrite{
+			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
+			Container: img.Container, Source: img.Source, Image: img.Ref, Rewritten: r.Rewritten,
+			Mirror: r.Mirror.String(), PolicyRule: plan.RuleName,
+		}
+		after := judged.Images[i]
+		for _, v := range before.Violations {
+			if v.Container == img.Container && v.Source == img.Source && v.Image == img.Ref && !violates(d.Violations, after, v.Rule) {
+				rw.Fixes = append(rw.Fixes, v.Rule)
+			}
+		}
+		for _, v := range d.Violations {
+			if v.Container == after.Container && v.Source == after.Source && v.Image == after.Ref {
+				rw.Remaining = append(rw.Remaining, v.Rule)
+			}
+		}
+		rep.Rewrites = append(rep.Rewrites, rw)
 	}
 	return nil
+}
+
+// violates reports whether vs holds a violation of rule by img.
+func violates(vs []policy.Violation, img policy.Image, rule policy.Rule) bool {
+	for _, v := range vs {
+		if v.Container == img.Container && v.Source == img.Source && v.Image == img.Ref && v.Rule == rule {
+			return true
+		}
+	}
+	return false
 }
 
 // WriteTable writes the findings as an aligned table with a header, then a
@@ -159,6 +251,9 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			container += " (" + f.Source + ")"
 		}
 		reason := f.Reason
+		if f.Rewritten != "" {
+			reason = "rewritten to " + f.Rewritten + ": " + reason
+		}
 		if f.BreakGlassRefused != "" {
 			reason += " (break-glass refused: " + f.BreakGlassRefused + ")"
 		}
@@ -168,9 +263,58 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d finding(s) in %d object(s) with %d image(s), policy %s%s\n",
-		len(rep.Findings), rep.Objects, rep.Images, rep.Policy, rep.skippedNote())
+	if len(rep.Rewrites) > 0 {
+		if len(rep.Findings) > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w, "Images the mutating webhook would rewrite to a mirror:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAMESPACE\tKIND/NAME\tCONTAINER\tIMAGE\tREWRITTEN\tRULE\tFIXES")
+		for _, r := range rep.Rewrites {
+			container := r.Container
+			if r.Source != "" {
+				container += " (" + r.Source + ")"
+			}
+			fixes := "-"
+			if len(r.Fixes) > 0 {
+				fixes = joinRules(r.Fixes)
+			}
+			if len(r.Remaining) > 0 {
+				fixes += " (still " + joinRules(r.Remaining) + ": see the findings)"
+			}
+			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Kind, r.Name, container,
+				quoteIfNeeded(r.Image), r.Rewritten, r.PolicyRule, fixes)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "%d finding(s) in %d object(s) with %d image(s), policy %s%s%s\n",
+		len(rep.Findings), rep.Objects, rep.Images, rep.Policy, rep.rewriteNote(), rep.skippedNote())
 	return err
+}
+
+func joinRules(rules []policy.Rule) string {
+	names := make([]string, len(rules))
+	for i, r := range rules {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ",")
+}
+
+// rewriteNote counts the images a rewrite would change, and those it would
+// make pass.
+func (rep *Report) rewriteNote() string {
+	if len(rep.Rewrites) == 0 {
+		return ""
+	}
+	fixed := 0
+	for _, r := range rep.Rewrites {
+		if len(r.Fixes) > 0 && len(r.Remaining) == 0 {
+			fixed++
+		}
+	}
+	return fmt.Sprintf("; %d image(s) rewritten to a mirror, %d of them fixed by it", len(rep.Rewrites), fixed)
 }
 
 func (rep *Report) skippedNote() string {

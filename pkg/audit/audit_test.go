@@ -3,6 +3,7 @@ package audit_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/audit"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 func examplePolicy(t *testing.T) *policy.Policy {
@@ -44,12 +46,25 @@ func row(f audit.Finding) string {
 	return strings.Join([]string{f.Namespace, f.Kind + "/" + f.Name, c, f.Image, f.PolicyRule + "/" + string(f.Rule), string(f.Outcome)}, " ")
 }
 
+// noRewrites is the example policy with its rewrites turned off, as
+// --registry-mirror= does.
+func noRewrites(t *testing.T) *policy.Policy {
+	t.Helper()
+	none := []rewrite.Rule{}
+	l, err := policyfile.Load("../../examples/policy/policy.yaml", policyfile.Overrides{RegistryMirrors: &none})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Policy
+}
+
 // The fixture is what `kubectl get pods,deployments,statefulsets,daemonsets,
 // jobs,cronjobs -A -o json` prints for a small cluster under the example
-// policy; the audit lists exactly its violating containers.
+// policy without its rewrites; the audit lists exactly its violating
+// containers.
 func TestAuditListsExactlyTheViolatingContainers(t *testing.T) {
 	t.Parallel()
-	rep := auditFile(t, examplePolicy(t), "testdata/cluster.json")
+	rep := auditFile(t, noRewrites(t), "testdata/cluster.json")
 	want := []string{
 		"kube-system DaemonSet/kindnet kindnet-cni docker.io/kindest/kindnetd:v20250512-df8de77b system/registry denied",
 		"shop Deployment/web nginx nginx:1.27 default/registry denied",
@@ -60,6 +75,9 @@ func TestAuditListsExactlyTheViolatingContainers(t *testing.T) {
 		"sandbox-1 Job/load-test load busybox sandbox/registry warned",
 		"sandbox-1 Job/load-test load busybox sandbox/latest-tag warned",
 		"shop Job/hotfix fix quay.io/acme/hotfix:0.1 default/registry denied",
+	}
+	if len(rep.Rewrites) != 0 {
+		t.Errorf("rewrites %+v without rewrite rules", rep.Rewrites)
 	}
 	var got []string
 	for _, f := range rep.Findings {
@@ -77,9 +95,90 @@ func TestAuditListsExactlyTheViolatingContainers(t *testing.T) {
 	}
 }
 
-func TestAuditTable(t *testing.T) {
+// With the example's rewrite of Docker Hub to the company's proxy cache,
+// the audit judges what the cluster would run after the mutating webhook:
+// the images the rewrite fixes are listed apart, and what is still wrong
+// stays a finding that names the rewrite. kube-system's rule rewrites
+// nothing.
+func TestAuditReportsRewritesApartFromWhatStaysRefused(t *testing.T) {
 	t.Parallel()
 	rep := auditFile(t, examplePolicy(t), "testdata/cluster.json")
+	var findings []string
+	for _, f := range rep.Findings {
+		findings = append(findings, row(f)+" "+f.Rewritten)
+	}
+	wantFindings := []string{
+		"kube-system DaemonSet/kindnet kindnet-cni docker.io/kindest/kindnetd:v20250512-df8de77b system/registry denied ",
+		"team-a-dev StatefulSet/db exporter registry.corp.example.com/deprecated/pg-exporter:1.0 team-a/denied-repository denied ",
+		"payments Deployment/api api registry.corp.example.com/pay/api:3.1.0 payments/digest-required denied ",
+		"sandbox-1 Job/load-test load busybox sandbox/latest-tag warned registry.corp.example.com/dockerhub/library/busybox",
+		"shop Job/hotfix fix quay.io/acme/hotfix:0.1 default/registry denied ",
+	}
+	if strings.Join(findings, "\n") != strings.Join(wantFindings, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(findings, "\n"), strings.Join(wantFindings, "\n"))
+	}
+	var rewrites []string
+	for _, r := range rep.Rewrites {
+		rewrites = append(rewrites, fmt.Sprintf("%s %s/%s %s %s -> %s %s fixes %v remaining %v", r.Namespace, r.Kind, r.Name, r.Container, r.Image, r.Rewritten, r.Mirror, r.Fixes, r.Remaining))
+	}
+	wantRewrites := []string{
+		"shop Deployment/web nginx nginx:1.27 -> registry.corp.example.com/dockerhub/library/nginx:1.27 docker.io=registry.corp.example.com/dockerhub fixes [registry] remaining []",
+		"shop Pod/web-5d8c7b9f6-abcde nginx nginx:1.27 -> registry.corp.example.com/dockerhub/library/nginx:1.27 docker.io=registry.corp.example.com/dockerhub fixes [registry] remaining []",
+		"shop Pod/web-5d8c7b9f6-abcde debugger-x7k2 busybox:1.36 -> registry.corp.example.com/dockerhub/library/busybox:1.36 docker.io=registry.corp.example.com/dockerhub fixes [registry] remaining []",
+		"sandbox-1 Job/load-test load busybox -> registry.corp.example.com/dockerhub/library/busybox docker.io=registry.corp.example.com/dockerhub fixes [registry] remaining [latest-tag]",
+	}
+	if strings.Join(rewrites, "\n") != strings.Join(wantRewrites, "\n") {
+		t.Errorf("rewrites:\n%s\nwant:\n%s", strings.Join(rewrites, "\n"), strings.Join(wantRewrites, "\n"))
+	}
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"warned   rewritten to registry.corp.example.com/dockerhub/library/busybox: it has no tag",
+		"Images the mutating webhook would rewrite to a mirror:\nNAMESPACE  KIND/NAME ",
+		"registry (still latest-tag: see the findings)",
+		"5 finding(s) in 12 object(s) with 15 image(s), policy " + rep.Policy + "; 4 image(s) rewritten to a mirror, 3 of them fixed by it; skipped (no pods): 1 v1 Service\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := rep.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"rewritten": "registry.corp.example.com/dockerhub/library/busybox"`, `"rewrites": [`, `"mirror": "docker.io=registry.corp.example.com/dockerhub"`, `"fixes": [`, `"remaining": [`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("JSON lacks %s", want)
+		}
+	}
+}
+
+// A rewrite of an image the policy allowed anyway fixes nothing; it is
+// reported all the same (the mirror must have it).
+func TestAuditReportsRewritesThatFixNothing(t *testing.T) {
+	t.Parallel()
+	p, err := policy.New(policy.Options{RejectLatest: true, RegistryMirrors: []rewrite.Rule{{From: "docker.io", To: "mirror.example.com/hub"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := auditFile(t, p, "testdata/pod.json")
+	if len(rep.Findings) != 0 || len(rep.Rewrites) != 2 || rep.Rewrites[0].Fixes != nil {
+		t.Errorf("findings %+v, rewrites %+v; want none and two that fix nothing", rep.Findings, rep.Rewrites)
+	}
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "2 image(s) rewritten to a mirror, 0 of them fixed by it") {
+		t.Errorf("table:\n%s", b.String())
+	}
+}
+
+func TestAuditTable(t *testing.T) {
+	t.Parallel()
+	rep := auditFile(t, noRewrites(t), "testdata/cluster.json")
 	var b bytes.Buffer
 	if err := rep.WriteTable(&b); err != nil {
 		t.Fatal(err)
@@ -103,7 +202,7 @@ func TestAuditTable(t *testing.T) {
 
 func TestAuditJSON(t *testing.T) {
 	t.Parallel()
-	rep := auditFile(t, examplePolicy(t), "testdata/cluster.json")
+	rep := auditFile(t, noRewrites(t), "testdata/cluster.json")
 	var b bytes.Buffer
 	if err := rep.WriteJSON(&b); err != nil {
 		t.Fatal(err)
@@ -131,7 +230,7 @@ func TestAuditJSON(t *testing.T) {
 // typed list for some commands; both are read.
 func TestAuditReadsSingleObjectsAndTypedLists(t *testing.T) {
 	t.Parallel()
-	p := examplePolicy(t)
+	p := noRewrites(t)
 	for _, name := range []string{"testdata/pod.json", "testdata/podlist.json"} {
 		rep := auditFile(t, p, name)
 		if rep.Objects != 1 || len(rep.Findings) != 2 {

@@ -34,7 +34,11 @@ A List, a typed list or a single object; pods and the pod templates of
 workloads are judged in their namespace, objects of other kinds are skipped.
 Each finding names the namespace, kind/name, container, image, the rule
 (policy rule/check), what the policy would do (denied, or admitted by warn
-mode or break-glass) and why. Run it before enforcing a policy.
+mode or break-glass) and why. With rewrite rules (--registry-mirror, or
+rewrites in the policy file) images are judged as the mutating webhook
+would rewrite them: the images a rewrite changes are listed apart, with the
+checks it fixes, and what stays wrong is a finding naming the rewrite.
+Run it before enforcing a policy.
 Exit status: 0 no findings, 1 findings, 2 usage error or unreadable input.
 
 Flags:

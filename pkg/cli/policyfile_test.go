@@ -32,9 +32,14 @@ func TestCheckWithPolicyFile(t *testing.T) {
 	}{
 		{
 			name:     "the namespace selects the rule",
-			args:     []string{"--config", examplePolicy, "--namespace", "team-a-dev", "eu.registry.team-a.example.com/api:2.0.1", "nginx:1.27"},
+			args:     []string{"--config", examplePolicy, "--namespace", "team-a-dev", "eu.registry.team-a.example.com/api:2.0.1", "ghcr.io/acme/app:1.0", "nginx:1.27"},
 			wantCode: 1,
-			wantOut:  []string{"allowed\t\"eu.registry.team-a.example.com/api:2.0.1\"", "denied\t\"nginx:1.27\"\timage \"nginx:1.27\": registry docker.io is not allowed (allowed: registry.corp.example.com, *.registry.team-a.example.com)"},
+			wantOut: []string{
+				"allowed\t\"eu.registry.team-a.example.com/api:2.0.1\"",
+				"denied\t\"ghcr.io/acme/app:1.0\"\timage \"ghcr.io/acme/app:1.0\": registry ghcr.io is not allowed (allowed: registry.corp.example.com, *.registry.team-a.example.com)",
+				// team-a inherits the default rule's rewrites.
+				"allowed\t\"nginx:1.27\"\trewritten to registry.corp.example.com/dockerhub/library/nginx:1.27",
+			},
 		},
 		{
 			name:     "another namespace falls to the default rule",
@@ -50,6 +55,7 @@ func TestCheckWithPolicyFile(t *testing.T) {
 				`image "eu.registry.team-a.example.com/api:2.0.1"`,
 				"  normalised:         eu.registry.team-a.example.com/api:2.0.1",
 				`  rule:               team-a (namespace "team-a-dev" matches "team-a-*") in policy `,
+				"  rewrite:            none: no rewrite rule matches",
 				"  registry:           pass  matches allowedRegistries entry *.registry.team-a.example.com",
 				"  denied-repository:  pass  in no denied repository",
 				`  latest-tag:         pass  tag "2.0.1"`,
@@ -67,7 +73,7 @@ func TestCheckWithPolicyFile(t *testing.T) {
 			name:     "explain a denial by a default rule",
 			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--explain", "registry.corp.example.com/deprecated/web:1"},
 			wantCode: 1,
-			wantOut:  []string{`image "registry.corp.example.com/deprecated/web:1"`, "  normalised:", `  rule:               default (namespace "shop" no namespace rule matches)`, "  registry:           pass", "  denied-repository:  fail  matches deniedRepositories entry registry.corp.example.com/deprecated", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            denied"},
+			wantOut:  []string{`image "registry.corp.example.com/deprecated/web:1"`, "  normalised:", `  rule:               default (namespace "shop" no namespace rule matches)`, "  rewrite:            none: no rewrite rule matches", "  registry:           pass", "  denied-repository:  fail  matches deniedRepositories entry registry.corp.example.com/deprecated", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            denied"},
 		},
 		{
 			name:     "break-glass by an allowed group",
@@ -76,10 +82,17 @@ func TestCheckWithPolicyFile(t *testing.T) {
 			wantOut:  []string{"denied\t\"nginx:1.27\"\t"},
 		},
 		{
-			name:     "flags override the file's default rule",
-			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--registry-whitelist", "docker.io/library", "nginx:1.27"},
+			name:     "flags override the file's default rule; an empty --registry-mirror turns its rewrites off",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--registry-whitelist", "docker.io/library", "--registry-mirror=", "nginx:1.27"},
 			wantCode: 0,
 			wantOut:  []string{"allowed\t\"nginx:1.27\"\tdocker.io/library/nginx:1.27"},
+		},
+		{
+			name:       "explain the rewrite, and the mirror a whitelist flag leaves out",
+			args:       []string{"--config", examplePolicy, "--namespace", "shop", "--registry-whitelist", "docker.io/library", "--explain", "nginx:1.27"},
+			wantCode:   1,
+			wantOut:    []string{`image "nginx:1.27"`, "  normalised:         docker.io/library/nginx:1.27", `  rule:               default (namespace "shop" no namespace rule matches)`, "  rewrite:            registry.corp.example.com/dockerhub/library/nginx:1.27 (rule docker.io=registry.corp.example.com/dockerhub)", "  registry:           fail  registry registry.corp.example.com is not allowed (allowed: docker.io/library)", "  denied-repository:  pass", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            denied"},
+			wantStderr: `rewrite docker.io=registry.corp.example.com/dockerhub: rule "default"'s allowedRegistries (docker.io/library) do not cover the mirror`,
 		},
 		{
 			name:       "lint warnings are printed",
@@ -212,7 +225,7 @@ func TestAudit(t *testing.T) {
 	t.Parallel()
 	fixture := "../audit/testdata/cluster.json"
 	r := run(t, nil, nil, "audit", "--config", examplePolicy, "-f", fixture)
-	if r.code != 1 || !strings.Contains(r.stdout, "9 finding(s) in 12 object(s)") {
+	if r.code != 1 || !strings.Contains(r.stdout, "5 finding(s) in 12 object(s)") || !strings.Contains(r.stdout, "4 image(s) rewritten to a mirror, 3 of them fixed by it") {
 		t.Errorf("audit exited %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	r = run(t, nil, nil, "audit", "--config", examplePolicy, "-f", fixture, "-o", "json")
@@ -239,7 +252,10 @@ func TestAuditReadsStandardInput(t *testing.T) {
 	}
 	var stdout, stderr strings.Builder
 	app := &cli.App{Stdin: strings.NewReader(string(data)), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
-	if code := app.Run(t.Context(), []string{"audit", "--config", examplePolicy, "-f", "-"}); code != 1 || !strings.Contains(stdout.String(), "2 finding(s) in 1 object(s)") {
+	// The pod's two Docker Hub images are fixed by the example's rewrite:
+	// no finding, so exit 0.
+	if code := app.Run(t.Context(), []string{"audit", "--config", examplePolicy, "-f", "-"}); code != 0 || !strings.Contains(stdout.String(), "0 finding(s) in 1 object(s) with 3 image(s), policy ") ||
+		!strings.Contains(stdout.String(), "2 image(s) rewritten to a mirror, 2 of them fixed by it") {
 		t.Errorf("audit -f - exited %d:\n%s%s", code, stdout.String(), stderr.String())
 	}
 }

@@ -207,6 +207,16 @@ func TestExamplePolicy(t *testing.T) {
 		{namespace: "payments-eu", image: "registry.corp.example.com/pay/api:3.1.0" + digest, want: policy.OutcomeAllowed, wantRule: "payments"},
 		{namespace: "sandbox-42", image: "nginx", want: policy.OutcomeWarned, wantRule: "sandbox"},
 	}
+	// The default rule's rewrite sends Docker Hub to the proxy cache, for
+	// every namespace but the system ones.
+	for ns, want := range map[string]string{
+		"default": "registry.corp.example.com/dockerhub/library/nginx:1.27", "team-a-dev": "registry.corp.example.com/dockerhub/library/nginx:1.27",
+		"payments": "registry.corp.example.com/dockerhub/library/nginx:1.27", "kube-system": "",
+	} {
+		if got := l.Policy.Rewrite(policy.Input{Namespace: ns, Images: []policy.Image{{Ref: "nginx:1.27"}}}).Results[0].Rewritten; got != want {
+			t.Errorf("%s nginx:1.27 rewritten to %q, want %q", ns, got, want)
+		}
+	}
 	for _, tc := range tests {
 		d := l.Policy.Evaluate(policy.Input{Namespace: tc.namespace, Images: []policy.Image{{Ref: tc.image}}})
 		if d.Outcome != tc.want || d.RuleName != tc.wantRule {
