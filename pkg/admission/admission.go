@@ -232,10 +232,8 @@ const knownKinds = "v1 Pod (also pods/ephemeralcontainers), PodTemplate and Repl
 // image). An error means the request cannot be read and must be denied; it
 // says what was received.
 func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err error) {
-	if req == nil {
-		return input(nil, object{}, object{})
-	}
-	return input(req, object{raw: req.Object.Raw}, object{raw: req.OldObject.Raw})
+	judge, err = input(req, objects(req), &in)
+	return in, judge, err
 }
 
 // object is request.object or request.oldObject: its bytes (none when it is
@@ -246,48 +244,60 @@ type object struct {
 	lean *leanObject
 }
 
+// requestObjects are a request's object and old object.
+type requestObjects struct{ object, oldObject object }
+
+// objects are the objects of a decoded request, not read yet.
+func objects(req *admissionv1.AdmissionRequest) requestObjects {
+	if req == nil {
+		return requestObjects{}
+	}
+	return requestObjects{object{raw: req.Object.Raw}, object{raw: req.OldObject.Raw}}
+}
+
 // pod is what imagegate judges of the pods an object would make.
 type pod struct {
 	images      []policy.Image
 	annotations map[string]string
 }
 
-func input(req *admissionv1.AdmissionRequest, obj, oldObj object) (in policy.Input, judge bool, err error) {
+// input is Input filling in, with req's objects in objs.
+func input(req *admissionv1.AdmissionRequest, objs requestObjects, in *policy.Input) (judge bool, err error) {
 	if req == nil {
-		return policy.Input{}, false, errors.New("the AdmissionReview carries no request")
+		return false, errors.New("the AdmissionReview carries no request")
 	}
 	in.Namespace = req.Namespace
 	in.User, in.Groups = req.UserInfo.Username, req.UserInfo.Groups
 	switch req.Operation {
 	case admissionv1.Delete, admissionv1.Connect:
-		return in, false, nil
+		return false, nil
 	case admissionv1.Create, admissionv1.Update:
 	default:
-		return in, false, fmt.Errorf("operation %q is not one imagegate knows (CREATE, UPDATE, DELETE, CONNECT)", req.Operation)
+		return false, fmt.Errorf("operation %q is not one imagegate knows (CREATE, UPDATE, DELETE, CONNECT)", req.Operation)
 	}
 	read, ok := kinds[req.Kind]
 	if !ok {
-		return in, false, fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the webhook's rules",
+		return false, fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the webhook's rules",
 			describeKind(req.Kind), describeResource(req), knownKinds)
 	}
-	current, err := readObject(read, req, "request.object", obj)
+	current, err := readObject(read, req, "request.object", objs.object)
 	if err != nil {
-		return in, false, err
+		return false, err
 	}
 	in.Images, in.Annotations = current.images, current.annotations
-	if req.Operation == admissionv1.Update && len(oldObj.raw) > 0 {
-		old, err := readObject(read, req, "request.oldObject", oldObj)
+	if req.Operation == admissionv1.Update && len(objs.oldObject.raw) > 0 {
+		old, err := readObject(read, req, "request.oldObject", objs.oldObject)
 		if err != nil {
-			return in, false, err
+			return false, err
 		}
 		in.Images = newImages(in.Images, old.images)
 		if len(in.Images) == 0 {
-			return in, false, nil
+			return false, nil
 		}
 	}
 	// A CREATE without images, or an UPDATE without an old object, is judged
 	// as it is: the policy denies a pod with no image.
-	return in, true, nil
+	return true, nil
 }
 
 // readObject reads obj as req's kind through the lean types, or through the
@@ -498,38 +508,58 @@ func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 // the decision and the reply to encode. An error means body is not an
 // AdmissionReview and deserves a 400; everything else, including a request
 // imagegate cannot read, is an answer.
+func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
+	var in policy.Input
+	var d policy.Decision
+	resp, err := ReviewInto(p, body, &in, &d)
+	return in, d, resp, err
+}
+
+// ReviewInto is Review for a server: it fills the caller's in and d instead
+// of returning them. Each HTTP/2 request runs on a new goroutine whose stack
+// starts small, and every frame holding its own copy of them on the way up
+// is stack that goroutine grows into by copying what it has, which costs
+// more than the whole decoding.
 //
 // It reads what the apiserver sends in one pass without reflection (see
 // scanReview), and anything else with Decode and Input, which say what is
 // wrong.
-func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
-	review, obj, oldObj, ok := scanReview(body)
+func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
+	review, objs, ok := scanReview(body)
 	if !ok {
 		var err error
-		if review, err = Decode(body); err != nil {
-			return policy.Input{}, policy.Decision{}, Response{}, err
-		}
-		if review.Request != nil {
-			obj, oldObj = object{raw: review.Request.Object.Raw}, object{raw: review.Request.OldObject.Raw}
+		if review, objs, err = decode(body); err != nil {
+			return Response{}, err
 		}
 	}
-	in, judge, err := input(review.Request, obj, oldObj)
-	var d policy.Decision
+	judge, err := input(review.Request, objs, in)
 	switch {
 	case err != nil:
-		d = unreadable(p, err)
+		unreadable(p, err, d)
 	case judge:
-		d = p.Evaluate(in)
+		*d = p.Evaluate(*in)
 	default:
-		d = policy.Decision{Allowed: true, Outcome: policy.OutcomeAllowed, Mode: p.Mode()}
+		d.Allowed, d.Outcome, d.Mode = true, policy.OutcomeAllowed, p.Mode()
 	}
-	return in, d, NewResponse(review, &d), nil
+	return NewResponse(review, d), nil
+}
+
+// decode is the path for what scanReview leaves, kept out of ReviewInto's
+// frame.
+//
+//go:noinline
+func decode(body []byte) (*admissionv1.AdmissionReview, requestObjects, error) {
+	review, err := Decode(body)
+	if err != nil {
+		return nil, requestObjects{}, err
+	}
+	return review, objects(review.Request), nil
 }
 
 // unreadable denies a request imagegate cannot read. It is reported as the
 // policy's "no images" violation: there is no image imagegate could allow.
-func unreadable(p *policy.Policy, err error) policy.Decision {
-	return policy.Decision{
+func unreadable(p *policy.Policy, err error, d *policy.Decision) {
+	*d = policy.Decision{
 		Allowed: false,
 		Outcome: policy.OutcomeDenied,
 		Mode:    p.Mode(),

@@ -30,7 +30,7 @@ var (
 //
 // The request it returns has only the fields Input and NewResponse read,
 // and objects that are slices of body.
-func scanReview(body []byte) (review *admissionv1.AdmissionReview, obj, oldObj object, ok bool) {
+func scanReview(body []byte) (review *admissionv1.AdmissionReview, objs requestObjects, ok bool) {
 	s := jsonscan.New(body)
 	review = new(admissionv1.AdmissionReview)
 	for o := s.Object(reviewFields); o.Next(); {
@@ -44,7 +44,7 @@ func scanReview(body []byte) (review *admissionv1.AdmissionReview, obj, oldObj o
 				break
 			}
 			review.Request = new(admissionv1.AdmissionRequest)
-			obj, oldObj = scanRequest(&s, body, review.Request)
+			objs = scanRequest(&s, body, review.Request)
 		case "response":
 			// The apiserver never sends one; encoding/json would check
 			// its status, patch and the rest.
@@ -56,12 +56,12 @@ func scanReview(body []byte) (review *admissionv1.AdmissionReview, obj, oldObj o
 		}
 	}
 	if !s.End() || checkType(review.TypeMeta) != nil {
-		return nil, object{}, object{}, false
+		return nil, requestObjects{}, false
 	}
-	return review, obj, oldObj, true
+	return review, objs, true
 }
 
-func scanRequest(s *jsonscan.Scanner, body []byte, req *admissionv1.AdmissionRequest) (obj, oldObj object) {
+func scanRequest(s *jsonscan.Scanner, body []byte, req *admissionv1.AdmissionRequest) (objs requestObjects) {
 	for o := s.Object(requestFields); o.Next(); {
 		switch o.Name() {
 		case "uid":
@@ -94,9 +94,9 @@ func scanRequest(s *jsonscan.Scanner, body []byte, req *admissionv1.AdmissionReq
 				}
 			}
 		case "object":
-			obj = scanObject(s, body)
+			objs.object = scanObject(s, body)
 		case "oldObject":
-			oldObj = scanObject(s, body)
+			objs.oldObject = scanObject(s, body)
 		case "requestKind":
 			checkStringFields(s, gvkFields)
 		case "requestResource":
@@ -111,7 +111,7 @@ func scanRequest(s *jsonscan.Scanner, body []byte, req *admissionv1.AdmissionReq
 			s.Skip()
 		}
 	}
-	return obj, oldObj
+	return objs
 }
 
 // scanObject reads request.object or request.oldObject through the lean

@@ -72,7 +72,7 @@ func reviewDecoded(p *policy.Policy, body []byte) (policy.Input, policy.Decision
 	var d policy.Decision
 	switch {
 	case err != nil:
-		d = unreadable(p, err)
+		unreadable(p, err, &d)
 	case judge:
 		d = p.Evaluate(in)
 	default:
@@ -86,7 +86,7 @@ func reviewDecoded(p *policy.Policy, body []byte) (policy.Input, policy.Decision
 // with encoding/json; and Review answers exactly as Decode and Input do.
 func checkScan(t *testing.T, p *policy.Policy, body []byte) (ok bool) {
 	t.Helper()
-	got, obj, oldObj, ok := scanReview(body)
+	got, objs, ok := scanReview(body)
 	if ok {
 		want, err := Decode(body)
 		if err != nil {
@@ -101,8 +101,8 @@ func checkScan(t *testing.T, p *policy.Policy, body []byte) (ok bool) {
 				!reflect.DeepEqual(r.UserInfo.Groups, w.UserInfo.Groups) {
 				t.Fatalf("scan read the request of %q as\n%+v\nDecode as\n%+v", body, r, w)
 			}
-			checkObject(t, body, "object", obj, w.Object.Raw)
-			checkObject(t, body, "oldObject", oldObj, w.OldObject.Raw)
+			checkObject(t, body, "object", objs.object, w.Object.Raw)
+			checkObject(t, body, "oldObject", objs.oldObject, w.OldObject.Raw)
 		}
 	}
 	gotIn, gotD, gotResp, gotErr := Review(p, body)

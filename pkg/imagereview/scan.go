@@ -16,12 +16,12 @@ var (
 	statusFields    = jsonscan.NewFields("allowed", "reason", "auditAnnotations")
 )
 
-// scan reads the policy's input from an ImageReview body in one pass,
-// reading only the spec and checking the rest as encoding/json would. ok is
-// false for anything it does not read exactly as Decode and Input would,
-// including every body Decode rejects: the caller then takes that path,
-// which says what was wrong.
-func scan(body []byte) (in policy.Input, ok bool) {
+// scan reads the policy's input from an ImageReview body into in in one
+// pass, reading only the spec and checking the rest as encoding/json would.
+// It returns false (and a zero in) for anything it does not read exactly as
+// Decode and Input would, including every body Decode rejects: the caller
+// then takes that path, which says what was wrong.
+func scan(body []byte, in *policy.Input) bool {
 	s := jsonscan.New(body)
 	var apiVersion, kind string
 	for o := s.Object(reviewFields); o.Next(); {
@@ -33,7 +33,7 @@ func scan(body []byte) (in policy.Input, ok bool) {
 		case "metadata":
 			scanMetadata(&s)
 		case "spec":
-			in = scanSpec(&s)
+			scanSpec(&s, in)
 		case "status":
 			for o := s.Object(statusFields); o.Next(); {
 				switch o.Name() {
@@ -52,12 +52,13 @@ func scan(body []byte) (in policy.Input, ok bool) {
 		}
 	}
 	if !s.End() || apiVersion != APIVersion || kind != Kind {
-		return policy.Input{}, false
+		*in = policy.Input{}
+		return false
 	}
 	if in.Images == nil {
 		in.Images = []policy.Image{} // as Input makes them
 	}
-	return in, true
+	return true
 }
 
 // scanMetadata checks an ImageReview's metadata, which imagegate does not
@@ -85,7 +86,7 @@ func scanMetadata(s *jsonscan.Scanner) {
 	}
 }
 
-func scanSpec(s *jsonscan.Scanner) (in policy.Input) {
+func scanSpec(s *jsonscan.Scanner, in *policy.Input) {
 	for o := s.Object(specFields); o.Next(); {
 		switch o.Name() {
 		case "containers":
@@ -112,5 +113,4 @@ func scanSpec(s *jsonscan.Scanner) (in policy.Input) {
 			s.Skip()
 		}
 	}
-	return in
 }

@@ -156,3 +156,24 @@ func BenchmarkHandlerParallel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHandlerNewGoroutine runs each review on a goroutine of its own,
+// as the HTTP/2 server runs each stream: what the other benchmarks leave
+// out is growing that goroutine's stack, which copies it, for the deepest
+// call of the review.
+func BenchmarkHandlerNewGoroutine(b *testing.B) {
+	h := benchHandler(b)
+	for _, tc := range []handlerCase{imageReviewCases()[0], imageReviewCases()[1], admissionReviewCases(b)[0]} {
+		b.Run(strings.ReplaceAll(tc.path, "/", "")+"/"+tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(tc.body)))
+			done := make(chan int)
+			for b.Loop() {
+				go func() { done <- post(h, tc.path, "application/json", tc.body).Code }()
+				if code := <-done; code != http.StatusOK {
+					b.Fatal(code)
+				}
+			}
+		})
+	}
+}

@@ -125,14 +125,10 @@ func (s *Server) Handler() http.Handler {
 	// another goroutine per review, grow its stack again for the JSON
 	// decoder and buffer the reply: a third of the cost of a small review,
 	// to time out work that cannot block.
-	imagePolicy := s.review(metrics.EndpointImagePolicy, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
-		return imagereview.Review(p, body)
-	})
+	imagePolicy := s.review(metrics.EndpointImagePolicy, reviewImage)
 	r.Method(http.MethodPost, PathImagePolicy, imagePolicy)
 	r.Method(http.MethodPost, PathImagePolicyBouncer, imagePolicy)
-	validate := s.review(metrics.EndpointValidate, func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error) {
-		return admission.Review(p, body)
-	})
+	validate := s.review(metrics.EndpointValidate, reviewAdmission)
 	r.Method(http.MethodPost, PathValidate, validate)
 	r.Method(http.MethodPost, PathValidateBouncer, validate)
 	r.Method(http.MethodPost, PathMutate, http.HandlerFunc(s.mutate))
@@ -176,9 +172,49 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // reviewFunc is an adapter: it decodes a body, judges it with the policy and
-// returns what it judged, the decision and the reply to encode. An error
+// fills r with what it judged, the decision and the encoded reply. An error
 // means the body is not the kind of review the endpoint takes.
-type reviewFunc func(p *policy.Policy, body []byte) (policy.Input, policy.Decision, any, error)
+type reviewFunc func(p *policy.Policy, body []byte, r *reviewed) error
+
+// reviewed is what a reviewFunc fills. It is filled through a pointer, not
+// returned: each HTTP/2 stream runs on a new goroutine with a small stack,
+// and every frame that holds its own copy of these ~350 bytes on the way
+// up is stack that goroutine has to grow into, by copying what it has.
+type reviewed struct {
+	in    policy.Input
+	d     policy.Decision
+	reply []byte
+}
+
+// encode renders the reply. It cannot fail for the reply types, which
+// hold only strings, bools and maps; if it did, it would be imagegate's
+// fault, not the request's.
+func (r *reviewed) encode(resp any) (err error) {
+	if r.reply, err = json.Marshal(resp); err != nil {
+		return encodeError{err}
+	}
+	return nil
+}
+
+type encodeError struct{ err error }
+
+func (e encodeError) Error() string { return "encode response: " + e.err.Error() }
+
+func reviewImage(p *policy.Policy, body []byte, r *reviewed) error {
+	resp, err := imagereview.ReviewInto(p, body, &r.in, &r.d)
+	if err != nil {
+		return err
+	}
+	return r.encode(resp)
+}
+
+func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) error {
+	resp, err := admission.ReviewInto(p, body, &r.in, &r.d)
+	if err != nil {
+		return err
+	}
+	return r.encode(resp)
+}
 
 func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -204,22 +240,20 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 			return
 		}
 		p := s.policy.Load()
-		in, d, resp, err := fn(p, body)
-		if err != nil {
-			s.reject(w, endpoint, http.StatusBadRequest, err.Error())
+		var res reviewed
+		if err := fn(p, body, &res); err != nil {
+			code := http.StatusBadRequest
+			if errors.As(err, new(encodeError)) {
+				code = http.StatusInternalServerError
+			}
+			s.reject(w, endpoint, code, err.Error())
 			s.rec.ReviewError(endpoint, time.Since(start))
 			return
 		}
-		s.logDecision(r.Context(), endpoint, p, in, &d)
-		out, err := json.Marshal(resp)
-		if err != nil { // the reply types hold only strings, bools and maps
-			s.reject(w, endpoint, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
-			s.rec.ReviewError(endpoint, time.Since(start))
-			return
-		}
+		s.logDecision(r.Context(), endpoint, p, &res.in, &res.d)
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(out)
-		s.rec.Review(endpoint, &d, time.Since(start))
+		_, _ = w.Write(res.reply)
+		s.rec.Review(endpoint, &res.d, time.Since(start))
 	}
 }
 
@@ -260,7 +294,7 @@ func (s *Server) reject(w http.ResponseWriter, endpoint string, code int, msg st
 // at info, break-glass at warn (it bypassed policy), clean allows at debug.
 // Request bodies are never logged whole. The policy hash matches the
 // imagegate_policy_info metric's, so a line says which policy decided it.
-func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Policy, in policy.Input, d *policy.Decision) {
+func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Policy, in *policy.Input, d *policy.Decision) {
 	level := slog.LevelDebug
 	switch d.Outcome {
 	case policy.OutcomeDenied, policy.OutcomeWarned:
@@ -275,7 +309,7 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 	for i, img := range in.Images {
 		images[i] = img.Ref
 	}
-	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", images}
+	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", strList(images)}
 	if p != nil {
 		attrs = append(attrs, "policy", p.Hash())
 	}
@@ -283,9 +317,42 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 		attrs = append(attrs, "violations", d.Summary())
 	}
 	if d.BreakGlass.Requested {
-		attrs = append(attrs, "breakGlassKeys", d.BreakGlass.Keys, "ticket", d.BreakGlass.Ticket())
+		attrs = append(attrs, "breakGlassKeys", strList(d.BreakGlass.Keys), "ticket", d.BreakGlass.Ticket())
 	}
 	s.log.Log(ctx, level, "review", attrs...)
+}
+
+// strList logs a list of strings exactly as slog logs a []string ([a b] in
+// text, ["a","b"] in JSON) but without fmt's reflection, whose deep stack a
+// review's goroutine would otherwise grow into for every line.
+type strList []string
+
+// MarshalText is what the text handler writes: fmt's %+v of a []string.
+func (l strList) MarshalText() ([]byte, error) {
+	n := 2 + len(l)
+	for _, s := range l {
+		n += len(s)
+	}
+	b := append(make([]byte, 0, n), '[')
+	for i, s := range l {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, s...)
+	}
+	return append(b, ']'), nil
+}
+
+// MarshalJSON is what the JSON handler writes: the []string, its HTML
+// characters unescaped as slog leaves them.
+func (l strList) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode([]string(l)); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // ListenAndServe listens on the configured address for reviews and on
