@@ -107,6 +107,7 @@ CA="$WORK/certs/ca.crt"
 
 # A realistic policy: a private registry, upstream projects on quay.io, one
 # Docker Hub image, no latest, audited break-glass, denials logged at info.
+# shellcheck disable=SC2054 # the commas separate the flag's list
 IMAGEGATE_FLAGS=(--registry-whitelist registry.my.com,quay.io/prometheus,docker.io/library/busybox
 	--reject-latest --allow-break-glass --log-level info)
 # shellcheck disable=SC2206 # word splitting is the point
@@ -231,6 +232,8 @@ if [[ $FLOOD_IMAGES -gt 0 ]]; then
 	log "imagegate flood: $line; RSS ${R[flood.rss]} MiB, peak ${R[flood.hwm]} MiB"
 fi
 
+# The load test's own server and vegeta count in this one.
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 for name in "${SERVERS[@]}"; do
 	kill "${R[$name.pid]}"
 done
@@ -276,7 +279,7 @@ table() {
 {
 	echo
 	echo "imagegate load test, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-	echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average before: $LOAD_BEFORE"
+	echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), load average before: $LOAD_BEFORE, after: $LOAD_AFTER (with the load test's own)"
 	echo "pinning: $([[ $PIN == 1 ]] && echo 'server on CPU 0, vegeta on CPU 1' || echo 'none')"
 	echo "load: vegeta $(awk '{print $1}' "$TOOLS/vegeta.version" 2>/dev/null || true), HTTP/2 over TLS 1.3 (ECDSA P-256), 2000 distinct reviews (70% ImageReview, 30% AdmissionReview of a Deployment)"
 	echo
