@@ -17,9 +17,17 @@ func checkGolden(t *testing.T, rec *httptest.ResponseRecorder, golden string) *b
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
 	}
+	return checkGoldenJSON(t, "reply", rec.Body.Bytes(), golden)
+}
+
+// checkGoldenJSON asserts that the JSON document raw (what names it in
+// messages) equals, once indented, the golden file; with -update it
+// rewrites the file first. It returns the indented document.
+func checkGoldenJSON(t *testing.T, what string, raw []byte, golden string) *bytes.Buffer {
+	t.Helper()
 	var got bytes.Buffer
-	if err := json.Indent(&got, rec.Body.Bytes(), "", "  "); err != nil {
-		t.Fatalf("reply is not JSON: %v: %s", err, rec.Body)
+	if err := json.Indent(&got, raw, "", "  "); err != nil {
+		t.Fatalf("%s is not JSON: %v: %s", what, err, raw)
 	}
 	got.WriteByte('\n')
 	if *update {
@@ -35,7 +43,7 @@ func checkGolden(t *testing.T, rec *httptest.ResponseRecorder, golden string) *b
 		t.Fatalf("%v (run with -update to create it)", err)
 	}
 	if !bytes.Equal(got.Bytes(), want) {
-		t.Errorf("reply differs from %s:\ngot:\n%s\nwant:\n%s", golden, got.Bytes(), want)
+		t.Errorf("%s differs from %s:\ngot:\n%s\nwant:\n%s", what, golden, got.Bytes(), want)
 	}
 	return &got
 }

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -117,23 +116,7 @@ func TestMutateGolden(t *testing.T) {
 				}
 				return
 			}
-			var pretty bytes.Buffer
-			if err := json.Indent(&pretty, resp.Response.Patch, "", "  "); err != nil {
-				t.Fatalf("patch is not JSON: %v: %s", err, resp.Response.Patch)
-			}
-			pretty.WriteByte('\n')
-			if *update {
-				if err := os.WriteFile(patchFile, pretty.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(patchFile)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(pretty.Bytes(), want) {
-				t.Errorf("patch differs from %s:\ngot:\n%s\nwant:\n%s", patchFile, pretty.Bytes(), want)
-			}
+			checkGoldenJSON(t, "patch", resp.Response.Patch, patchFile)
 		})
 	}
 }
