@@ -25,7 +25,7 @@ package admission
 
 import (
 	"bytes"
-	"encoding/json"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +33,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -63,32 +65,59 @@ const (
 )
 
 // envelope is the part of an AdmissionReview read before the version is
-// known.
+// known, when a review does not decode (see decodeInSteps).
 type envelope struct {
 	metav1.TypeMeta `json:",inline"`
-	Request         json.RawMessage `json:"request,omitempty"`
+	Request         stdjson.RawMessage `json:"request,omitempty"`
 }
 
+// decodeOptions are how imagegate reads JSON, which are the decoder's
+// defaults, said here on purpose:
+//   - Member names match exactly, as in the kube-apiserver's own decoding
+//     (sigs.k8s.io/json): "Image" is not "image". encoding/json would match
+//     them ignoring case, and so read a member the apiserver ignores.
+//   - A repeated member name, in the review or in an object (annotations
+//     included), is an error rather than the last one winning: the
+//     apiserver never sends one, and a reader that picks another one than
+//     the apiserver would is how a check is bypassed.
+//   - Invalid UTF-8 is an error rather than replaced.
+//   - Unknown members are ignored: a newer apiserver's additions, and every
+//     field of an object that the lean types do not read.
+var decodeOptions = json.JoinOptions(
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(false),
+	json.RejectUnknownMembers(false),
+)
+
 // Decode parses an AdmissionReview body of either version. A v1beta1 request
-// is converted to the v1 types, which share its wire schema field for field;
+// is decoded into the v1 types, which share its wire schema field for field;
 // the returned review keeps the apiVersion that was sent so the reply can
-// answer in it. Unknown fields are tolerated. Malformed JSON, trailing data,
-// a wrong apiVersion or kind, or a request whose fields have the wrong types
-// are errors that say what was wrong; a missing request is not (Review denies
-// it).
+// answer in it. Unknown fields are tolerated (see decodeOptions). Malformed
+// JSON, trailing data, a wrong apiVersion or kind, or a request whose fields
+// have the wrong types are errors that say what was wrong; a missing request
+// is not (Review denies it).
 func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
-	// One pass: v1beta1's request has v1's fields under the same names, so
-	// either version decodes straight into the v1 types. Anything that does
-	// not decode goes through decodeInSteps, which says what was wrong
-	// exactly as it always has.
 	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil {
-		return decodeInSteps(body)
+	if err := json.Unmarshal(body, &review, decodeOptions); err != nil {
+		return nil, describeError(body, err)
 	}
 	if err := checkType(review.TypeMeta); err != nil {
 		return nil, err
 	}
 	return &review, nil
+}
+
+// describeError says why body did not decode: as encoding/json says it
+// (decodeInSteps), as imagegate always has, or, for what only the stricter
+// decoder rejects (a repeated member name, invalid UTF-8), as it says it.
+//
+//go:noinline
+func describeError(body []byte, err error) error {
+	if _, v1err := decodeInSteps(body); v1err != nil {
+		return v1err
+	}
+	return fmt.Errorf("decode AdmissionReview: %w", err)
 }
 
 func checkType(t metav1.TypeMeta) error {
@@ -99,16 +128,65 @@ func checkType(t metav1.TypeMeta) error {
 	return nil
 }
 
+// wireReview is an AdmissionReview of either version as the webhooks read
+// it: the typed review, whose request reads its objects through the lean
+// types in the same pass.
+type wireReview struct {
+	admissionv1.AdmissionReview
+	Request *wireRequest `json:"request"` // in place of AdmissionReview.Request
+}
+
+// wireRequest is the typed request, every field checked as Decode checks
+// it, but for its objects, which the lean types read where they lie
+// instead of copying them into a RawExtension to be read again.
+type wireRequest struct {
+	admissionv1.AdmissionRequest
+	Object    *leanObject `json:"object"`    // in place of AdmissionRequest.Object
+	OldObject *leanObject `json:"oldObject"` // in place of AdmissionRequest.OldObject
+}
+
+// decodeReview decodes body for a webhook: the review and its request's
+// objects, in one pass. A body that this does not read, Decode reads, or
+// says what is wrong with: for a review whose object the lean types cannot
+// read, the objects are its bytes and readLean says what is wrong with them.
+func decodeReview(body []byte) (*admissionv1.AdmissionReview, requestObjects, error) {
+	var w wireReview
+	if err := json.Unmarshal(body, &w, decodeOptions); err != nil {
+		return decode(body)
+	}
+	if err := checkType(w.TypeMeta); err != nil {
+		return nil, requestObjects{}, err
+	}
+	review := &w.AdmissionReview
+	if w.Request == nil {
+		return review, requestObjects{}, nil
+	}
+	review.Request = &w.Request.AdmissionRequest
+	return review, requestObjects{object{lean: w.Request.Object}, object{lean: w.Request.OldObject}}, nil
+}
+
+// decode is the path for what decodeReview does not read, kept out of its
+// frame.
+//
+//go:noinline
+func decode(body []byte) (*admissionv1.AdmissionReview, requestObjects, error) {
+	review, err := Decode(body)
+	if err != nil {
+		return nil, requestObjects{}, err
+	}
+	return review, objects(review.Request), nil
+}
+
 // decodeInSteps reads the envelope, then the request in its own version,
 // so that an error names the field and type of the version sent.
 func decodeInSteps(body []byte) (*admissionv1.AdmissionReview, error) {
 	var env envelope
-	// json.Unmarshal rejects exactly what the decoder below rejects
+	// encoding/json.Unmarshal rejects exactly what the decoder below rejects
 	// (malformed JSON, trailing data), without copying the body into a
 	// decoder's buffer; the decoder only runs again to say what was wrong.
-	if err := json.Unmarshal(body, &env); err != nil {
+	if err := stdjson.Unmarshal(body, &env); err != nil {
 		env = envelope{}
-		dec := json.NewDecoder(bytes.NewReader(body))
+		dec := stdjson.NewDecoder(bytes.NewReader(body))
 		if err := dec.Decode(&env); err != nil {
 			return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
 		}
@@ -126,13 +204,13 @@ func decodeInSteps(body []byte) (*admissionv1.AdmissionReview, error) {
 	}
 	if env.APIVersion == APIVersionV1 {
 		review.Request = new(admissionv1.AdmissionRequest)
-		if err := json.Unmarshal(env.Request, review.Request); err != nil {
+		if err := stdjson.Unmarshal(env.Request, review.Request); err != nil {
 			return nil, fmt.Errorf("decode AdmissionReview request: %w", err)
 		}
 		return review, nil
 	}
 	var req admissionv1beta1.AdmissionRequest
-	if err := json.Unmarshal(env.Request, &req); err != nil {
+	if err := stdjson.Unmarshal(env.Request, &req); err != nil {
 		return nil, fmt.Errorf("decode AdmissionReview request: %w", err)
 	}
 	review.Request = fromV1beta1(&req)
@@ -165,7 +243,7 @@ func fromV1beta1(r *admissionv1beta1.AdmissionRequest) *admissionv1.AdmissionReq
 // describeJSONError adds the byte offset to syntax errors, which
 // encoding/json keeps out of the message.
 func describeJSONError(err error) error {
-	var syn *json.SyntaxError
+	var syn *stdjson.SyntaxError
 	if errors.As(err, &syn) {
 		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
 	}
@@ -175,8 +253,11 @@ func describeJSONError(err error) error {
 	return err
 }
 
-// podTemplateReader decodes an object of one kind and returns the template
-// of the pods it makes (for a Pod, the pod itself), or nil if it has none.
+// podTemplateReader decodes an object of one kind into its k8s.io/api type
+// with encoding/json and returns the template of the pods it makes (for a
+// Pod, the pod itself), or nil if it has none. The webhooks read objects
+// through the lean types; these say what is wrong with an object those
+// cannot read, and read objects for imagegate audit (PodTemplate).
 type podTemplateReader func(raw []byte) (*corev1.PodTemplateSpec, metav1.TypeMeta, error)
 
 // reader adapts a typed accessor to a podTemplateReader.
@@ -186,7 +267,7 @@ func reader[T any, PT interface {
 }](template func(PT) *corev1.PodTemplateSpec) podTemplateReader {
 	return func(raw []byte) (*corev1.PodTemplateSpec, metav1.TypeMeta, error) {
 		obj := PT(new(T))
-		if err := json.Unmarshal(raw, obj); err != nil {
+		if err := stdjson.Unmarshal(raw, obj); err != nil {
 			return nil, metav1.TypeMeta{}, err
 		}
 		var meta metav1.TypeMeta // what the object says it is
@@ -236,9 +317,9 @@ func Input(req *admissionv1.AdmissionRequest) (in policy.Input, judge bool, err 
 	return in, judge, err
 }
 
-// object is request.object or request.oldObject: its bytes (none when it is
-// missing or null) and, when the review was scanned, what the lean types
-// read in them.
+// object is request.object or request.oldObject: what the lean types read
+// in it when the review was decoded with them (see decodeReview), or else
+// its bytes (none when it is missing or null).
 type object struct {
 	raw  []byte
 	lean *leanObject
@@ -254,6 +335,9 @@ func objects(req *admissionv1.AdmissionRequest) requestObjects {
 	}
 	return requestObjects{object{raw: req.Object.Raw}, object{raw: req.OldObject.Raw}}
 }
+
+// present reports whether the object was sent (and not null).
+func (o object) present() bool { return o.lean != nil || len(o.raw) > 0 }
 
 // pod is what imagegate judges of the pods an object would make.
 type pod struct {
@@ -275,22 +359,23 @@ func input(req *admissionv1.AdmissionRequest, objs requestObjects, in *policy.In
 	default:
 		return false, fmt.Errorf("operation %q is not one imagegate knows (CREATE, UPDATE, DELETE, CONNECT)", req.Operation)
 	}
-	read, ok := kinds[req.Kind]
+	pick, ok := templates[req.Kind]
 	if !ok {
 		return false, fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the webhook's rules",
 			describeKind(req.Kind), describeResource(req), knownKinds)
 	}
-	current, err := readObject(read, req, "request.object", objs.object)
+	current, err := readLean(req, "request.object", objs.object)
 	if err != nil {
 		return false, err
 	}
-	in.Images, in.Annotations = current.images, current.annotations
-	if req.Operation == admissionv1.Update && len(objs.oldObject.raw) > 0 {
-		old, err := readObject(read, req, "request.oldObject", objs.oldObject)
+	p := leanPod(pick, current)
+	in.Images, in.Annotations = p.images, p.annotations
+	if req.Operation == admissionv1.Update && objs.oldObject.present() {
+		old, err := readLean(req, "request.oldObject", objs.oldObject)
 		if err != nil {
 			return false, err
 		}
-		in.Images = newImages(in.Images, old.images)
+		in.Images = newImages(in.Images, leanPod(pick, old).images)
 		if len(in.Images) == 0 {
 			return false, nil
 		}
@@ -298,42 +383,6 @@ func input(req *admissionv1.AdmissionRequest, objs requestObjects, in *policy.In
 	// A CREATE without images, or an UPDATE without an old object, is judged
 	// as it is: the policy denies a pod with no image.
 	return true, nil
-}
-
-// readObject reads obj as req's kind through the lean types, or through the
-// typed ones when the lean ones cannot read it, which also describe what is
-// wrong with it.
-func readObject(read podTemplateReader, req *admissionv1.AdmissionRequest, field string, obj object) (pod, error) {
-	kind := req.Kind
-	if len(obj.raw) == 0 {
-		return pod{}, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(kind))
-	}
-	var err error
-	if obj.lean == nil {
-		obj.lean, err = decodeLean(obj.raw)
-	}
-	var (
-		p    pod
-		meta metav1.TypeMeta
-		lean bool
-	)
-	if err == nil {
-		p, meta, lean = leanPod(kind, obj.lean)
-	}
-	if !lean {
-		var tmpl *corev1.PodTemplateSpec
-		if tmpl, meta, err = read(obj.raw); err != nil {
-			return pod{}, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(kind), err)
-		}
-		p.images = images(tmpl)
-		if tmpl != nil {
-			p.annotations = tmpl.Annotations
-		}
-	}
-	if (meta.APIVersion != "" || meta.Kind != "") && (meta.Kind != kind.Kind || meta.APIVersion != apiVersion(kind)) {
-		return pod{}, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, meta.APIVersion, meta.Kind, describeKind(kind))
-	}
-	return p, nil
 }
 
 // images lists every image a pod template would pull, in the order the
@@ -521,16 +570,11 @@ func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Respo
 // is stack that goroutine grows into by copying what it has, which costs
 // more than the whole decoding.
 //
-// It reads what the apiserver sends in one pass without reflection (see
-// scanReview), and anything else with Decode and Input, which say what is
-// wrong.
+// It reads the review and its objects in one pass (see decodeReview).
 func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
-	review, objs, ok := scanReview(body)
-	if !ok {
-		var err error
-		if review, objs, err = decode(body); err != nil {
-			return Response{}, err
-		}
+	review, objs, err := decodeReview(body)
+	if err != nil {
+		return Response{}, err
 	}
 	judge, err := input(review.Request, objs, in)
 	switch {
@@ -542,18 +586,6 @@ func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decis
 		d.Allowed, d.Outcome, d.Mode = true, policy.OutcomeAllowed, p.Mode()
 	}
 	return NewResponse(review, d), nil
-}
-
-// decode is the path for what scanReview leaves, kept out of ReviewInto's
-// frame.
-//
-//go:noinline
-func decode(body []byte) (*admissionv1.AdmissionReview, requestObjects, error) {
-	review, err := Decode(body)
-	if err != nil {
-		return nil, requestObjects{}, err
-	}
-	return review, objects(review.Request), nil
 }
 
 // unreadable denies a request imagegate cannot read. It is reported as the

@@ -61,6 +61,11 @@ func TestDecode(t *testing.T) {
 		{name: "missing type", body: `{"request":{}}`, wantErr: `got apiVersion "" and kind ""`},
 		{name: "request is a string", body: `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":"x"}`, wantErr: "decode AdmissionReview request: json: cannot unmarshal string"},
 		{name: "uid is a number in v1beta1", body: `{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":1}}`, wantErr: "decode AdmissionReview request"},
+		{name: "a type matched only ignoring case is no type", body: `{"ApiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, wantErr: `got apiVersion "" and kind "AdmissionReview"`},
+		{name: "a request matched only ignoring case is no request", body: strings.Replace(valid, `"request"`, `"Request"`, 1)},
+		{name: "a repeated member name", body: strings.Replace(valid, `"uid":"u-1"`, `"uid":"u-1","uid":"u-2"`, 1), wantErr: `decode AdmissionReview: jsontext: duplicate object member name "uid" within "/request"`},
+		{name: "a repeated name in an object", body: strings.Replace(valid, `"image":"a:1"`, `"image":"a:1","image":"b:1"`, 1), wantErr: `duplicate object member name "image" within "/request/object/spec/containers/0"`},
+		{name: "invalid UTF-8", body: strings.Replace(valid, `"u-1"`, "\"u-\xff\"", 1), wantErr: `decode AdmissionReview: jsontext: invalid UTF-8 within "/request/uid"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

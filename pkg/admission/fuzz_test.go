@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/distribution/reference"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/pkg/admission"
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -21,7 +22,9 @@ import (
 // forwards; and the adapter fails closed: under a registry.my.com whitelist,
 // an allowed CREATE (UPDATE) that is neither break-glass nor warn mode runs
 // no image (no new image) outside registry.my.com. The images are found by
-// an oracle written independently of the adapter's own reading.
+// an oracle written independently of the adapter's own reading, which
+// decodes as the kube-apiserver does (sigs.k8s.io/json: member names match
+// exactly, a repeated name's last value wins).
 func FuzzDecodeAdmissionReview(f *testing.F) {
 	examples, _ := filepath.Glob("../../examples/admission/*.json")
 	for _, file := range examples {
@@ -51,6 +54,7 @@ func FuzzDecodeAdmissionReview(f *testing.F) {
 			f.Add(review("v1beta1", req))
 		}
 	}
+	f.Add(review("v1", `{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":[{"image":"registry.my.com/a:1","Image":"nginx:1"},{"image":"nginx:1","image":"registry.my.com/a:1"}]}}}`))
 	for _, s := range []string{``, `null`, `[]`, `{}`, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":5}}`} {
 		f.Add([]byte(s))
 	}
@@ -88,13 +92,19 @@ func FuzzDecodeAdmissionReview(f *testing.F) {
 			return
 		}
 		var req struct {
-			Kind      struct{ Group, Version, Kind string }
-			Operation string
-			Object    json.RawMessage
-			OldObject json.RawMessage
+			Kind struct {
+				Group   string `json:"group"`
+				Version string `json:"version"`
+				Kind    string `json:"kind"`
+			} `json:"kind"`
+			Operation string          `json:"operation"`
+			Object    json.RawMessage `json:"object"`
+			OldObject json.RawMessage `json:"oldObject"`
 		}
-		var env struct{ Request json.RawMessage }
-		if err := json.Unmarshal(body, &env); err != nil || json.Unmarshal(env.Request, &req) != nil {
+		var env struct {
+			Request json.RawMessage `json:"request"`
+		}
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &env); err != nil || sigsjson.UnmarshalCaseSensitivePreserveInts(env.Request, &req) != nil {
 			t.Fatalf("allowed a request the oracle cannot read: %s", body)
 		}
 		switch req.Operation {
@@ -129,32 +139,54 @@ func FuzzDecodeAdmissionReview(f *testing.F) {
 // minimal structs of its own. ok is false for a kind it does not know or an
 // object whose image fields do not decode.
 func oracleImages(kind string, raw json.RawMessage) (images []string, ok bool) {
-	type spec struct {
-		InitContainers      []struct{ Image string }
-		Containers          []struct{ Image string }
-		EphemeralContainers []struct{ Image string }
-		Volumes             []struct{ Image *struct{ Reference string } }
+	type container struct {
+		Image string `json:"image"`
 	}
-	type tmpl struct{ Spec spec }
+	type spec struct {
+		InitContainers      []container `json:"initContainers"`
+		Containers          []container `json:"containers"`
+		EphemeralContainers []container `json:"ephemeralContainers"`
+		Volumes             []struct {
+			Image *struct {
+				Reference string `json:"reference"`
+			} `json:"image"`
+		} `json:"volumes"`
+	}
+	type tmpl struct {
+		Spec spec `json:"spec"`
+	}
 	var s spec
 	var err error
+	unmarshal := sigsjson.UnmarshalCaseSensitivePreserveInts
 	switch kind {
 	case "/v1/Pod":
-		var o struct{ Spec spec }
-		err, s = json.Unmarshal(raw, &o), o.Spec
+		var o struct {
+			Spec spec `json:"spec"`
+		}
+		err, s = unmarshal(raw, &o), o.Spec
 	case "/v1/PodTemplate":
-		var o struct{ Template tmpl }
-		err, s = json.Unmarshal(raw, &o), o.Template.Spec
+		var o struct {
+			Template tmpl `json:"template"`
+		}
+		err, s = unmarshal(raw, &o), o.Template.Spec
 	case "batch/v1/CronJob":
 		var o struct {
 			Spec struct {
-				JobTemplate struct{ Spec struct{ Template tmpl } }
-			}
+				JobTemplate struct {
+					Spec struct {
+						Template tmpl `json:"template"`
+					} `json:"spec"`
+				} `json:"jobTemplate"`
+			} `json:"spec"`
 		}
-		err, s = json.Unmarshal(raw, &o), o.Spec.JobTemplate.Spec.Template.Spec
+		err, s = unmarshal(raw, &o), o.Spec.JobTemplate.Spec.Template.Spec
 	case "/v1/ReplicationController", "apps/v1/Deployment", "apps/v1/ReplicaSet", "apps/v1/StatefulSet", "apps/v1/DaemonSet", "batch/v1/Job":
-		var o struct{ Spec struct{ Template *tmpl } }
-		err = json.Unmarshal(raw, &o)
+		var o struct {
+			Spec struct {
+				Template *tmpl `json:"template"`
+			} `json:"spec"`
+		}
+		err = unmarshal(raw, &o)
 		if o.Spec.Template != nil {
 			s = o.Spec.Template.Spec
 		}
@@ -164,7 +196,7 @@ func oracleImages(kind string, raw json.RawMessage) (images []string, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	for _, cs := range [][]struct{ Image string }{s.InitContainers, s.Containers, s.EphemeralContainers} {
+	for _, cs := range [][]container{s.InitContainers, s.Containers, s.EphemeralContainers} {
 		for _, c := range cs {
 			images = append(images, c.Image)
 		}

@@ -1,28 +1,29 @@
 package admission
 
 import (
-	"encoding/json"
+	"fmt"
 
+	"github.com/go-json-experiment/json"
+	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/imagegate/imagegate/internal/jsonscan"
 	"github.com/imagegate/imagegate/pkg/policy"
 )
 
-// The lean types read only what imagegate judges in an object: its type,
-// annotations, and the name and image of every container and image volume.
-// Decoding a whole Deployment into the typed apps/v1 structs (every
+// The lean types read only what imagegate judges or rewrites in an object:
+// its type, annotations, and the name and image of every container and image
+// volume. Decoding a whole Deployment into the typed apps/v1 structs (every
 // container field, quantities, managedFields) costs several times more than
 // the rest of a review; reading these few fields skips the rest of the bytes.
+// Both webhooks read objects through them, in the same pass as the review
+// (see wireRequest).
 //
 // The apiserver validates an object against its schema before it calls a
-// validating webhook, so the typed decoding has nothing to add for what it
-// sends. When the lean decoding fails, the typed one runs anyway, so a broken
-// object is described exactly as before.
-//
-// scanLeanObject reads them in one pass (see jsonscan) and is the way
-// objects are read; encoding/json reads them only when the scanner gives up,
-// and FuzzScanLeanObject holds the two to the same reading.
+// webhook, so the typed decoding has nothing to add for what it sends. When
+// the lean decoding fails, the typed one runs anyway to say what is wrong
+// with the object in the API's terms, and the request is not read.
+// FuzzLeanObject holds the lean reading to the typed one as the apiserver
+// decodes it.
 type leanContainer struct {
 	Name  string `json:"name"`
 	Image string `json:"image"`
@@ -44,21 +45,23 @@ type leanPodSpec struct {
 	Volumes             []leanVolume    `json:"volumes"`
 }
 
+// leanMeta is an object's metadata. Whether it and its annotations are
+// there at all matters to a patch that adds an annotation.
 type leanMeta struct {
 	Annotations map[string]string `json:"annotations"`
 }
 
 type leanTemplate struct {
-	Metadata leanMeta    `json:"metadata"`
+	Metadata *leanMeta   `json:"metadata"`
 	Spec     leanPodSpec `json:"spec"`
 }
 
 // leanObject has every path to a pod template that the kinds imagegate
-// reads use; each kind picks its own (see leanKinds).
+// reads use; each kind picks its own (see templates).
 type leanObject struct {
 	APIVersion string         `json:"apiVersion"`
 	Kind       string         `json:"kind"`
-	Metadata   leanMeta       `json:"metadata"`
+	Metadata   *leanMeta      `json:"metadata"`
 	Spec       leanObjectSpec `json:"spec"`
 	Template   *leanTemplate  `json:"template"` // PodTemplate
 }
@@ -75,50 +78,79 @@ type leanJobTemplate struct {
 	} `json:"spec"`
 }
 
-func podTemplate(o *leanObject) *leanTemplate { return o.Spec.Template }
+// templatePicker picks a kind's pod template out of an object, nil if it has
+// none, and gives the template's JSON pointer in the object, for patches.
+type templatePicker func(*leanObject) (tmpl *leanTemplate, pointer string)
 
-var leanKinds = map[metav1.GroupVersionKind]func(*leanObject) *leanTemplate{
-	{Version: "v1", Kind: "Pod"}: func(o *leanObject) *leanTemplate {
-		return &leanTemplate{Metadata: o.Metadata, Spec: o.Spec.leanPodSpec}
+func specTemplate(o *leanObject) (*leanTemplate, string) { return o.Spec.Template, "/spec/template" }
+
+// templates are the kinds imagegate reads, each with its pod template: the
+// kinds of the typed readers (TestLeanReadsTheTypedKinds).
+var templates = map[metav1.GroupVersionKind]templatePicker{
+	{Version: "v1", Kind: "Pod"}: func(o *leanObject) (*leanTemplate, string) {
+		return &leanTemplate{Metadata: o.Metadata, Spec: o.Spec.leanPodSpec}, ""
 	},
-	{Version: "v1", Kind: "PodTemplate"}:                func(o *leanObject) *leanTemplate { return o.Template },
-	{Version: "v1", Kind: "ReplicationController"}:      podTemplate,
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:  podTemplate,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  podTemplate,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: podTemplate,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   podTemplate,
-	{Group: "batch", Version: "v1", Kind: "Job"}:        podTemplate,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}:    func(o *leanObject) *leanTemplate { return o.Spec.JobTemplate.Spec.Template },
+	{Version: "v1", Kind: "PodTemplate"}:                func(o *leanObject) (*leanTemplate, string) { return o.Template, "/template" },
+	{Version: "v1", Kind: "ReplicationController"}:      specTemplate,
+	{Group: "apps", Version: "v1", Kind: "Deployment"}:  specTemplate,
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  specTemplate,
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: specTemplate,
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   specTemplate,
+	{Group: "batch", Version: "v1", Kind: "Job"}:        specTemplate,
+	{Group: "batch", Version: "v1", Kind: "CronJob"}: func(o *leanObject) (*leanTemplate, string) {
+		return o.Spec.JobTemplate.Spec.Template, "/spec/jobTemplate/spec/template"
+	},
 }
 
-// decodeLean reads raw through the lean types: with the scanner, or with
-// encoding/json when the scanner gives up.
-func decodeLean(raw []byte) (*leanObject, error) {
-	s := jsonscan.New(raw)
-	if o := scanLeanObject(&s); s.End() {
-		return o, nil
+// readLean returns obj, request.object or request.oldObject (field) of req,
+// read through the lean types: as the review's decoding read it, or from its
+// bytes. An error says the object is missing, does not decode, or says it
+// is of another type than request.kind.
+func readLean(req *admissionv1.AdmissionRequest, field string, obj object) (*leanObject, error) {
+	o := obj.lean
+	if o == nil {
+		if len(obj.raw) == 0 {
+			return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(req.Kind))
+		}
+		o = new(leanObject)
+		if err := json.Unmarshal(obj.raw, o, decodeOptions); err != nil {
+			return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), describeObjectError(req.Kind, obj.raw, err))
+		}
 	}
-	o := new(leanObject)
-	if err := json.Unmarshal(raw, o); err != nil {
-		return nil, err
+	if (o.APIVersion != "" || o.Kind != "") && (o.Kind != req.Kind.Kind || o.APIVersion != apiVersion(req.Kind)) {
+		return nil, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, o.APIVersion, o.Kind, describeKind(req.Kind))
 	}
 	return o, nil
 }
 
-// leanPod is what kind's pods would be, read from o. ok is false for a kind
-// without lean types.
-func leanPod(kind metav1.GroupVersionKind, o *leanObject) (p pod, meta metav1.TypeMeta, ok bool) {
-	pick, ok := leanKinds[kind]
-	if !ok {
-		return pod{}, metav1.TypeMeta{}, false
+// describeObjectError says why raw, an object of kind k, did not decode
+// through the lean types: as the typed decoding (encoding/json into the
+// k8s.io/api types) says it, naming the field in the API's terms as
+// imagegate always has, or, for what only the stricter decoder rejects
+// (a repeated member name, invalid UTF-8), as it says it.
+//
+//go:noinline
+func describeObjectError(k metav1.GroupVersionKind, raw []byte, err error) error {
+	if read, ok := kinds[k]; ok {
+		if _, _, terr := read(raw); terr != nil {
+			return terr
+		}
 	}
-	meta = metav1.TypeMeta{APIVersion: o.APIVersion, Kind: o.Kind}
-	t := pick(o)
+	return err
+}
+
+// leanPod is what the pods of o, an object of a kind imagegate reads, would
+// be: its template's images in the order the kubelet starts them (init
+// containers, containers, ephemeral containers, then image volumes) and
+// annotations.
+func leanPod(pick templatePicker, o *leanObject) pod {
+	t, _ := pick(o)
 	if t == nil {
 		// No template: no images, an empty list as the typed reading of
 		// an empty template gives.
-		return pod{images: []policy.Image{}}, meta, true
+		return pod{images: []policy.Image{}}
 	}
+	var p pod
 	spec := &t.Spec
 	n := len(spec.InitContainers) + len(spec.Containers) + len(spec.EphemeralContainers) + len(spec.Volumes)
 	p.images = make([]policy.Image, 0, n)
@@ -136,161 +168,8 @@ func leanPod(kind metav1.GroupVersionKind, o *leanObject) (p pod, meta metav1.Ty
 			p.images = append(p.images, policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference})
 		}
 	}
-	p.annotations = t.Metadata.Annotations
-	return p, meta, true
-}
-
-// The member names of the lean types, as encoding/json matches them.
-var (
-	leanObjectFields      = jsonscan.NewFields("apiVersion", "kind", "metadata", "spec", "template")
-	leanObjectSpecFields  = jsonscan.NewFields("initContainers", "containers", "ephemeralContainers", "volumes", "template", "jobTemplate")
-	leanPodSpecFields     = jsonscan.NewFields("initContainers", "containers", "ephemeralContainers", "volumes")
-	leanTemplateFields    = jsonscan.NewFields("metadata", "spec")
-	leanMetaFields        = jsonscan.NewFields("annotations")
-	leanSpecFields        = jsonscan.NewFields("spec")
-	leanTemplateOnly      = jsonscan.NewFields("template")
-	leanContainerFields   = jsonscan.NewFields("name", "image")
-	leanVolumeFields      = jsonscan.NewFields("name", "image")
-	leanVolumeImageFields = jsonscan.NewFields("reference")
-)
-
-// scanLeanObject reads an object (or null, which reads as a zero object)
-// through the lean types.
-func scanLeanObject(s *jsonscan.Scanner) *leanObject {
-	o := new(leanObject)
-	for m := s.Object(leanObjectFields); m.Next(); {
-		switch m.Name() {
-		case "apiVersion":
-			o.APIVersion = s.ReadString()
-		case "kind":
-			o.Kind = s.ReadString()
-		case "metadata":
-			o.Metadata = scanLeanMeta(s)
-		case "spec":
-			for m := s.Object(leanObjectSpecFields); m.Next(); {
-				switch m.Name() {
-				case "template":
-					o.Spec.Template = scanLeanTemplate(s)
-				case "jobTemplate":
-					for m := s.Object(leanSpecFields); m.Next(); {
-						if m.Name() != "spec" {
-							s.Skip()
-							continue
-						}
-						for m := s.Object(leanTemplateOnly); m.Next(); {
-							if m.Name() != "template" {
-								s.Skip()
-								continue
-							}
-							o.Spec.JobTemplate.Spec.Template = scanLeanTemplate(s)
-						}
-					}
-				default:
-					scanLeanPodSpecField(s, &o.Spec.leanPodSpec, m.Name())
-				}
-			}
-		case "template":
-			o.Template = scanLeanTemplate(s)
-		default:
-			s.Skip()
-		}
+	if t.Metadata != nil {
+		p.annotations = t.Metadata.Annotations
 	}
-	return o
-}
-
-func scanLeanMeta(s *jsonscan.Scanner) (m leanMeta) {
-	for o := s.Object(leanMetaFields); o.Next(); {
-		if o.Name() == "annotations" {
-			m.Annotations = s.ReadStringMap()
-		} else {
-			s.Skip()
-		}
-	}
-	return m
-}
-
-func scanLeanTemplate(s *jsonscan.Scanner) *leanTemplate {
-	if s.Null() {
-		return nil
-	}
-	t := new(leanTemplate)
-	for o := s.Object(leanTemplateFields); o.Next(); {
-		switch o.Name() {
-		case "metadata":
-			t.Metadata = scanLeanMeta(s)
-		case "spec":
-			for o := s.Object(leanPodSpecFields); o.Next(); {
-				scanLeanPodSpecField(s, &t.Spec, o.Name())
-			}
-		default:
-			s.Skip()
-		}
-	}
-	return t
-}
-
-// scanLeanPodSpecField reads the member name of a pod spec into spec, or
-// skips it.
-func scanLeanPodSpecField(s *jsonscan.Scanner, spec *leanPodSpec, name string) {
-	switch name {
-	case "initContainers":
-		spec.InitContainers = scanLeanContainers(s)
-	case "containers":
-		spec.Containers = scanLeanContainers(s)
-	case "ephemeralContainers":
-		spec.EphemeralContainers = scanLeanContainers(s)
-	case "volumes":
-		if s.Null() {
-			return
-		}
-		spec.Volumes = []leanVolume{}
-		for a := s.Array(); a.Next(); {
-			var v leanVolume
-			for o := s.Object(leanVolumeFields); o.Next(); {
-				switch o.Name() {
-				case "name":
-					v.Name = s.ReadString()
-				case "image":
-					if s.Null() {
-						break
-					}
-					v.Image = new(leanVolumeImage)
-					for o := s.Object(leanVolumeImageFields); o.Next(); {
-						if o.Name() == "reference" {
-							v.Image.Reference = s.ReadString()
-						} else {
-							s.Skip()
-						}
-					}
-				default:
-					s.Skip()
-				}
-			}
-			spec.Volumes = append(spec.Volumes, v)
-		}
-	default:
-		s.Skip()
-	}
-}
-
-func scanLeanContainers(s *jsonscan.Scanner) []leanContainer {
-	if s.Null() {
-		return nil
-	}
-	out := []leanContainer{}
-	for a := s.Array(); a.Next(); {
-		var c leanContainer
-		for o := s.Object(leanContainerFields); o.Next(); {
-			switch o.Name() {
-			case "name":
-				c.Name = s.ReadString()
-			case "image":
-				c.Image = s.ReadString()
-			default:
-				s.Skip()
-			}
-		}
-		out = append(out, c)
-	}
-	return out
+	return p
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/rewrite"
@@ -97,11 +96,11 @@ type patchOp struct {
 //
 // An error means body is not an AdmissionReview and deserves a 400.
 func Mutate(p *policy.Policy, body []byte) (Mutation, Response, error) {
-	review, err := Decode(body)
+	review, objs, err := decodeReview(body)
 	if err != nil {
 		return Mutation{}, Response{}, err
 	}
-	m, patch := mutation(p, review.Request)
+	m, patch := mutation(p, review.Request, objs)
 	resp := &admissionv1.AdmissionResponse{Allowed: true, Warnings: mutationWarnings(&m)}
 	if review.Request != nil {
 		resp.UID = review.Request.UID
@@ -113,7 +112,7 @@ func Mutate(p *policy.Policy, body []byte) (Mutation, Response, error) {
 	return m, Response{APIVersion: review.APIVersion, Kind: Kind, Response: resp}, nil
 }
 
-func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest) (Mutation, []byte) {
+func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestObjects) (Mutation, []byte) {
 	var m Mutation
 	if req == nil {
 		m.Unreadable = errors.New("the AdmissionReview carries no request")
@@ -126,13 +125,13 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest) (Mutation, []
 	if !p.HasRewrites() {
 		return m, nil // nothing to rewrite: skip decoding the object
 	}
-	pick, ok := mutateKinds[req.Kind]
+	pick, ok := templates[req.Kind]
 	if !ok {
 		m.Unreadable = fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the mutating webhook's rules",
 			describeKind(req.Kind), describeResource(req), knownKinds)
 		return m, nil
 	}
-	obj, err := readMutable(req, "request.object", req.Object.Raw)
+	obj, err := readLean(req, "request.object", objs.object)
 	if err != nil {
 		m.Unreadable = err
 		return m, nil
@@ -142,9 +141,9 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest) (Mutation, []
 		return m, nil // a workload without a pod template has no image
 	}
 	refs := tmpl.images(prefix)
-	var oldTmpl *mutableTemplate
-	if req.Operation == admissionv1.Update && len(req.OldObject.Raw) > 0 {
-		old, err := readMutable(req, "request.oldObject", req.OldObject.Raw)
+	var oldTmpl *leanTemplate
+	if req.Operation == admissionv1.Update && objs.oldObject.present() {
+		old, err := readLean(req, "request.oldObject", objs.oldObject)
 		if err != nil {
 			m.Unreadable = err
 			return m, nil
@@ -193,9 +192,9 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest) (Mutation, []
 // originalsOp returns the operation that sets AnnotationOriginalImages on
 // the template: the entries already on the old object, then those on the
 // object, then the images rewritten now.
-func originalsOp(tmpl, oldTmpl *mutableTemplate, prefix string, rewritten []Rewrite) patchOp {
+func originalsOp(tmpl, oldTmpl *leanTemplate, prefix string, rewritten []Rewrite) patchOp {
 	originals := map[string]string{}
-	for _, t := range []*mutableTemplate{oldTmpl, tmpl} {
+	for _, t := range []*leanTemplate{oldTmpl, tmpl} {
 		if t == nil || t.Metadata == nil {
 			continue
 		}
@@ -273,77 +272,6 @@ func describeImage(img policy.Image) string {
 	return fmt.Sprintf("%s %q image %q", source, img.Container, img.Ref)
 }
 
-// mutableTemplate is a pod template read for rewriting: like the lean
-// types, but it keeps whether metadata and annotations are there, which a
-// patch must know.
-type mutableTemplate struct {
-	Metadata *mutableMeta `json:"metadata"`
-	Spec     leanPodSpec  `json:"spec"`
-}
-
-type mutableMeta struct {
-	Annotations map[string]string `json:"annotations"`
-}
-
-type mutableObject struct {
-	APIVersion string       `json:"apiVersion"`
-	Kind       string       `json:"kind"`
-	Metadata   *mutableMeta `json:"metadata"`
-	Spec       struct {
-		leanPodSpec                  // Pod
-		Template    *mutableTemplate `json:"template"` // workloads
-		JobTemplate struct {
-			Spec struct {
-				Template *mutableTemplate `json:"template"`
-			} `json:"spec"`
-		} `json:"jobTemplate"` // CronJob
-	} `json:"spec"`
-	Template *mutableTemplate `json:"template"` // PodTemplate
-}
-
-// mutateKinds picks each kind's pod template and its JSON pointer: the
-// kinds the validating webhook reads (TestMutateReadsTheKindsValidateReads).
-var mutateKinds = map[metav1.GroupVersionKind]func(*mutableObject) (*mutableTemplate, string){
-	{Version: "v1", Kind: "Pod"}: func(o *mutableObject) (*mutableTemplate, string) {
-		return &mutableTemplate{Metadata: o.Metadata, Spec: o.Spec.leanPodSpec}, ""
-	},
-	{Version: "v1", Kind: "PodTemplate"}:                func(o *mutableObject) (*mutableTemplate, string) { return o.Template, "/template" },
-	{Version: "v1", Kind: "ReplicationController"}:      specTemplate,
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:  specTemplate,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  specTemplate,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: specTemplate,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   specTemplate,
-	{Group: "batch", Version: "v1", Kind: "Job"}:        specTemplate,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}: func(o *mutableObject) (*mutableTemplate, string) {
-		return o.Spec.JobTemplate.Spec.Template, "/spec/jobTemplate/spec/template"
-	},
-}
-
-func specTemplate(o *mutableObject) (*mutableTemplate, string) {
-	return o.Spec.Template, "/spec/template"
-}
-
-func readMutable(req *admissionv1.AdmissionRequest, field string, raw []byte) (*mutableObject, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(req.Kind))
-	}
-	var o mutableObject
-	if err := json.Unmarshal(raw, &o); err != nil {
-		// The typed decoding names the field in the API's terms, as the
-		// validating webhook's message does.
-		if read, ok := kinds[req.Kind]; ok {
-			if _, _, terr := read(raw); terr != nil {
-				err = terr
-			}
-		}
-		return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), err)
-	}
-	if (o.APIVersion != "" || o.Kind != "") && (o.Kind != req.Kind.Kind || o.APIVersion != apiVersion(req.Kind)) {
-		return nil, fmt.Errorf("%s is apiVersion %q kind %q, but request.kind is %s", field, o.APIVersion, o.Kind, describeKind(req.Kind))
-	}
-	return &o, nil
-}
-
 // imageRef is an image with the JSON pointer of its field.
 type imageRef struct {
 	Image policy.Image
@@ -352,7 +280,7 @@ type imageRef struct {
 
 // images lists the template's images with their JSON pointers, in the
 // order the validating webhook judges them.
-func (t *mutableTemplate) images(prefix string) []imageRef {
+func (t *leanTemplate) images(prefix string) []imageRef {
 	s := &t.Spec
 	out := make([]imageRef, 0, len(s.InitContainers)+len(s.Containers)+len(s.EphemeralContainers))
 	add := func(list []leanContainer, field, source string) {
@@ -378,7 +306,7 @@ func (t *mutableTemplate) images(prefix string) []imageRef {
 }
 
 // newImageRefs keeps the images whose reference old does not already use.
-func newImageRefs(current []imageRef, old *mutableTemplate) []imageRef {
+func newImageRefs(current []imageRef, old *leanTemplate) []imageRef {
 	if old == nil {
 		return current
 	}

@@ -10,11 +10,13 @@ package imagereview
 
 import (
 	"bytes"
-	"encoding/json"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"k8s.io/api/imagepolicy/v1alpha1"
 
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -26,26 +28,48 @@ const (
 	Kind       = "ImageReview"
 )
 
+// decodeOptions are how imagegate reads JSON, which are the decoder's
+// defaults, said here on purpose (the admission package says why):
+// member names match exactly, as in the kube-apiserver's own decoding; a
+// repeated member name and invalid UTF-8 are errors; unknown members are
+// ignored.
+var decodeOptions = json.JoinOptions(
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(false),
+	json.RejectUnknownMembers(false),
+)
+
 // Decode parses an ImageReview request body. Unknown fields are tolerated so
 // a newer apiserver's additions do not break reviews; a wrong apiVersion or
-// kind, malformed JSON or trailing data are errors that say what was wrong.
+// kind, malformed JSON, trailing data, a repeated member name or invalid
+// UTF-8 are errors that say what was wrong.
 func Decode(body []byte) (*v1alpha1.ImageReview, error) {
 	var review v1alpha1.ImageReview
-	// json.Unmarshal rejects exactly what the decoder below rejects
-	// (malformed JSON, trailing data), without copying the body into a
-	// decoder's buffer; the decoder only runs again to say what was wrong.
-	if err := json.Unmarshal(body, &review); err == nil {
-		return checkType(&review)
-	}
-	review = v1alpha1.ImageReview{}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&review); err != nil {
-		return nil, fmt.Errorf("decode ImageReview: %w", describeJSONError(err))
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("decode ImageReview: unexpected data after the JSON object")
+	if err := json.Unmarshal(body, &review, decodeOptions); err != nil {
+		return nil, describeError(body, err)
 	}
 	return checkType(&review)
+}
+
+// describeError says why body did not decode: as encoding/json says it, as
+// imagegate always has, or, for what only the stricter decoder rejects (a
+// repeated member name, invalid UTF-8), as it says it.
+//
+//go:noinline
+func describeError(body []byte, err error) error {
+	var review v1alpha1.ImageReview
+	dec := stdjson.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&review); err != nil {
+		return fmt.Errorf("decode ImageReview: %w", describeJSONError(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("decode ImageReview: unexpected data after the JSON object")
+	}
+	if _, err := checkType(&review); err != nil {
+		return err
+	}
+	return fmt.Errorf("decode ImageReview: %w", err)
 }
 
 func checkType(review *v1alpha1.ImageReview) (*v1alpha1.ImageReview, error) {
@@ -58,7 +82,7 @@ func checkType(review *v1alpha1.ImageReview) (*v1alpha1.ImageReview, error) {
 // describeJSONError adds the byte offset to syntax errors, which
 // encoding/json keeps out of the message.
 func describeJSONError(err error) error {
-	var syn *json.SyntaxError
+	var syn *stdjson.SyntaxError
 	if errors.As(err, &syn) {
 		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
 	}
@@ -118,21 +142,16 @@ func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Respo
 // starts small, and every frame holding its own copy of them on the way up
 // is stack that goroutine grows into by copying what it has, which costs
 // more than the whole decoding.
-//
-// It reads what the apiserver sends in one pass without reflection (see
-// scan), and anything else with Decode and Input, which say what is wrong.
 func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
-	if !scan(body, in) {
-		if err := decodeInto(body, in); err != nil {
-			return Response{}, err
-		}
+	if err := decodeInto(body, in); err != nil {
+		return Response{}, err
 	}
 	*d = p.Evaluate(*in)
 	return NewResponse(d), nil
 }
 
-// decodeInto is the path for what scan leaves, kept out of ReviewInto's
-// frame.
+// decodeInto decodes body into in, in its own frame: the review it decodes
+// is not needed once in is filled.
 //
 //go:noinline
 func decodeInto(body []byte, in *policy.Input) error {

@@ -2,10 +2,13 @@ package imagereview_test
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/distribution/reference"
+	"k8s.io/api/imagepolicy/v1alpha1"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/imagegate/imagegate/pkg/imagereview"
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -36,6 +39,10 @@ func TestDecode(t *testing.T) {
 		{name: "wrong version", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1beta1"}`, wantErr: `got apiVersion "imagepolicy.k8s.io/v1beta1"`},
 		{name: "admission review", body: `{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}`, wantErr: `expected apiVersion "imagepolicy.k8s.io/v1alpha1" and kind "ImageReview"`},
 		{name: "image is a number", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":5}]}}`, wantErr: "cannot unmarshal number"},
+		{name: "a type matched only ignoring case is no type", body: `{"Kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1"}`, wantErr: `got apiVersion "imagepolicy.k8s.io/v1alpha1" and kind ""`},
+		{name: "a repeated member name", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"namespace":"a","namespace":"b"}}`, wantErr: `decode ImageReview: jsontext: duplicate object member name "namespace" within "/spec"`},
+		{name: "a repeated annotation", body: `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"annotations":{"a":"1","a":"2"}}}`, wantErr: `duplicate object member name "a" within "/spec/annotations"`},
+		{name: "invalid UTF-8", body: "{\"kind\":\"ImageReview\",\"apiVersion\":\"imagepolicy.k8s.io/v1alpha1\",\"spec\":{\"namespace\":\"\xff\"}}", wantErr: `decode ImageReview: jsontext: invalid UTF-8 within "/spec/namespace"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,13 +77,17 @@ func TestReviewCarriesNamespaceAnnotationsAndOrder(t *testing.T) {
 }
 
 // FuzzDecodeImageReview feeds arbitrary bodies to the adapter: it never
-// panics, every decoded body gets a typed reply, and a clean allow under a
-// registry.my.com whitelist only ever covers registry.my.com images.
+// panics, every decoded body gets a typed reply, the adapter judges what
+// the kube-apiserver's own decoding (sigs.k8s.io/json) reads in it, and a
+// clean allow under a registry.my.com whitelist only ever covers
+// registry.my.com images.
 func FuzzDecodeImageReview(f *testing.F) {
 	for _, s := range []string{
 		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"registry.my.com/a:1"}]}}`,
 		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"registry.my.com.evil.io/a:1"}],"annotations":{"a.image-policy.k8s.io/break-glass":"true"}}}`,
 		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[]}}`,
+		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"registry.my.com/a:1","Image":"nginx"}],"Namespace":"x"}}`,
+		`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"nginx","image":"registry.my.com/a:1"}]}}`,
 		`{"kind":"ImageReview"}`, `[]`, `null`, ``,
 	} {
 		f.Add([]byte(s))
@@ -90,6 +101,13 @@ func FuzzDecodeImageReview(f *testing.F) {
 		}
 		if err != nil {
 			return
+		}
+		var apiserver v1alpha1.ImageReview
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &apiserver); err != nil {
+			t.Fatalf("decoded a body the apiserver's decoding rejects (%v): %q", err, body)
+		}
+		if got, want := imagereview.Input(review), imagereview.Input(&apiserver); !reflect.DeepEqual(got, want) {
+			t.Fatalf("read %q as\n%+v\nthe apiserver's decoding as\n%+v", body, got, want)
 		}
 		if resp.APIVersion != imagereview.APIVersion || resp.Kind != imagereview.Kind {
 			t.Fatalf("reply type %s/%s", resp.APIVersion, resp.Kind)
@@ -116,4 +134,20 @@ func FuzzDecodeImageReview(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkReview decodes and judges a 3-container ImageReview as the
+// apiserver sends it.
+func BenchmarkReview(b *testing.B) {
+	body := []byte(`{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","metadata":{"creationTimestamp":null},"spec":{"containers":[` +
+		`{"image":"registry.my.com/team-a/app:1.4.2"},{"image":"registry.my.com/platform/envoy:v1.31.2"},{"image":"registry.my.com/platform/otel:0.104"}],` +
+		`"annotations":{"ops.image-policy.k8s.io/owner":"team-a"},"namespace":"team-a"},"status":{"allowed":false}}`)
+	p := corpusPolicy(b)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, d, _, err := imagereview.Review(p, body); err != nil || !d.Allowed {
+			b.Fatal(err, d.Violations)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -25,23 +24,11 @@ const PathMutate = "/mutate"
 func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	const endpoint = metrics.EndpointMutate
 	start := time.Now()
-	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-		s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
-		s.rec.ReviewError(endpoint, time.Since(start))
+	buf := s.readBody(w, r, endpoint, start)
+	if buf == nil {
 		return
 	}
-	buf := getBuffer()
 	defer putBuffer(buf)
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes)); err != nil {
-		code, msg := http.StatusBadRequest, fmt.Sprintf("read request body: %v", err)
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes)
-		}
-		s.reject(w, endpoint, code, msg)
-		s.rec.ReviewError(endpoint, time.Since(start))
-		return
-	}
 	p := s.policy.Load()
 	m, resp, err := admission.Mutate(p, buf.Bytes())
 	if err != nil {

@@ -219,29 +219,14 @@ func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) error {
 func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-			s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
-			s.rec.ReviewError(endpoint, time.Since(start))
+		buf := s.readBody(w, r, endpoint, start)
+		if buf == nil {
 			return
 		}
-		buf := getBuffer()
 		defer putBuffer(buf)
-		_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
-		body := buf.Bytes()
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				s.reject(w, endpoint, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes))
-				s.rec.ReviewError(endpoint, time.Since(start))
-				return
-			}
-			s.reject(w, endpoint, http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
-			s.rec.ReviewError(endpoint, time.Since(start))
-			return
-		}
 		p := s.policy.Load()
 		var res reviewed
-		if err := fn(p, body, &res); err != nil {
+		if err := fn(p, buf.Bytes(), &res); err != nil {
 			code := http.StatusBadRequest
 			if errors.As(err, new(encodeError)) {
 				code = http.StatusInternalServerError
@@ -257,8 +242,32 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 	}
 }
 
+// readBody reads a review's body into a pooled buffer, which the caller
+// returns with putBuffer. A body that is not JSON, too large or cut short
+// is answered here, and readBody returns nil.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, endpoint string, start time.Time) *bytes.Buffer {
+	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
+		s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return nil
+	}
+	buf := getBuffer()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes)); err != nil {
+		putBuffer(buf)
+		code, msg := http.StatusBadRequest, fmt.Sprintf("read request body: %v", err)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes)
+		}
+		s.reject(w, endpoint, code, msg)
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return nil
+	}
+	return buf
+}
+
 // Request bodies are read into pooled buffers: the adapters copy what they
-// keep (encoding/json copies strings and raw messages), so a body's bytes are
+// keep (the decoders copy strings and raw messages), so a body's bytes are
 // free again once its review is answered. Buffers that grew past
 // maxPooledBuffer for an unusually large review are left to the collector.
 const maxPooledBuffer = 64 << 10
