@@ -123,7 +123,7 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 		return m, nil
 	}
 	if !p.HasRewrites() {
-		return m, nil // nothing to rewrite: skip decoding the object
+		return m, nil // nothing to rewrite: skip reading the object
 	}
 	pick, ok := templates[req.Kind]
 	if !ok {
