@@ -33,8 +33,8 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
+	"github.com/imagegate/imagegate/pkg/wirejson"
+
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -71,35 +71,16 @@ type envelope struct {
 	Request         stdjson.RawMessage `json:"request,omitempty"`
 }
 
-// decodeOptions are how imagegate reads JSON, which are the decoder's
-// defaults, said here on purpose:
-//   - Member names match exactly, as in the kube-apiserver's own decoding
-//     (sigs.k8s.io/json): "Image" is not "image". encoding/json would match
-//     them ignoring case, and so read a member the apiserver ignores.
-//   - A repeated member name, in the review or in an object (annotations
-//     included), is an error rather than the last one winning: the
-//     apiserver never sends one, and a reader that picks another one than
-//     the apiserver would is how a check is bypassed.
-//   - Invalid UTF-8 is an error rather than replaced.
-//   - Unknown members are ignored: a newer apiserver's additions, and every
-//     field of an object that the lean types do not read.
-var decodeOptions = json.JoinOptions(
-	json.MatchCaseInsensitiveNames(false),
-	jsontext.AllowDuplicateNames(false),
-	jsontext.AllowInvalidUTF8(false),
-	json.RejectUnknownMembers(false),
-)
-
 // Decode parses an AdmissionReview body of either version. A v1beta1 request
 // is decoded into the v1 types, which share its wire schema field for field;
 // the returned review keeps the apiVersion that was sent so the reply can
-// answer in it. Unknown fields are tolerated (see decodeOptions). Malformed
+// answer in it. Unknown fields are tolerated (see wirejson.Options). Malformed
 // JSON, trailing data, a wrong apiVersion or kind, or a request whose fields
 // have the wrong types are errors that say what was wrong; a missing request
 // is not (Review denies it).
 func Decode(body []byte) (*admissionv1.AdmissionReview, error) {
 	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review, decodeOptions); err != nil {
+	if err := wirejson.Unmarshal(body, &review); err != nil {
 		return nil, describeError(body, err)
 	}
 	if err := checkType(review.TypeMeta); err != nil {
@@ -151,7 +132,7 @@ type wireRequest struct {
 // read, the objects are its bytes and readLean says what is wrong with them.
 func decodeReview(body []byte) (*admissionv1.AdmissionReview, requestObjects, error) {
 	var w wireReview
-	if err := json.Unmarshal(body, &w, decodeOptions); err != nil {
+	if err := wirejson.Unmarshal(body, &w); err != nil {
 		return decode(body)
 	}
 	if err := checkType(w.TypeMeta); err != nil {
@@ -188,12 +169,12 @@ func decodeInSteps(body []byte) (*admissionv1.AdmissionReview, error) {
 		env = envelope{}
 		dec := stdjson.NewDecoder(bytes.NewReader(body))
 		if err := dec.Decode(&env); err != nil {
-			return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
+			return nil, fmt.Errorf("decode AdmissionReview: %w", wirejson.DescribeStdError(err))
 		}
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return nil, errors.New("decode AdmissionReview: unexpected data after the JSON object")
 		}
-		return nil, fmt.Errorf("decode AdmissionReview: %w", describeJSONError(err))
+		return nil, fmt.Errorf("decode AdmissionReview: %w", wirejson.DescribeStdError(err))
 	}
 	if err := checkType(env.TypeMeta); err != nil {
 		return nil, err
@@ -238,19 +219,6 @@ func fromV1beta1(r *admissionv1beta1.AdmissionRequest) *admissionv1.AdmissionReq
 		DryRun:             r.DryRun,
 		Options:            r.Options,
 	}
-}
-
-// describeJSONError adds the byte offset to syntax errors, which
-// encoding/json keeps out of the message.
-func describeJSONError(err error) error {
-	var syn *stdjson.SyntaxError
-	if errors.As(err, &syn) {
-		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
-	}
-	if errors.Is(err, io.EOF) {
-		return errors.New("empty body")
-	}
-	return err
 }
 
 // podTemplateReader decodes an object of one kind into its k8s.io/api type

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/pkg/wirejson"
+
 	jsonv2 "github.com/go-json-experiment/json"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -96,7 +98,7 @@ func reviewDecoded(p *policy.Policy, body []byte) (policy.Input, policy.Decision
 func checkOnePass(t *testing.T, p *policy.Policy, body []byte) (onePass bool) {
 	t.Helper()
 	var w wireReview
-	onePass = jsonv2.Unmarshal(body, &w, decodeOptions) == nil
+	onePass = jsonv2.Unmarshal(body, &w, wirejson.Options) == nil
 	gotIn, gotD, gotResp, gotErr := Review(p, body)
 	wantIn, wantD, wantResp, wantErr := reviewDecoded(p, body)
 	if (gotErr == nil) != (wantErr == nil) || gotErr != nil && gotErr.Error() != wantErr.Error() {
@@ -253,7 +255,7 @@ func FuzzLeanObject(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte, kind uint8) {
 		k := keys[int(kind)%len(keys)]
 		lean := new(leanObject)
-		leanErr := jsonv2.Unmarshal(raw, lean, decodeOptions)
+		leanErr := jsonv2.Unmarshal(raw, lean, wirejson.Options)
 		tmpl, typedErr := typedTemplates[k](raw)
 		switch {
 		case typedErr != nil:

@@ -3,7 +3,8 @@ package admission
 import (
 	"fmt"
 
-	"github.com/go-json-experiment/json"
+	"github.com/imagegate/imagegate/pkg/wirejson"
+
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -113,7 +114,7 @@ func readLean(req *admissionv1.AdmissionRequest, field string, obj object) (*lea
 			return nil, fmt.Errorf("%s is missing from a %s of %s", field, req.Operation, describeKind(req.Kind))
 		}
 		o = new(leanObject)
-		if err := json.Unmarshal(obj.raw, o, decodeOptions); err != nil {
+		if err := wirejson.Unmarshal(obj.raw, o); err != nil {
 			return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), describeObjectError(req.Kind, obj.raw, err))
 		}
 	}

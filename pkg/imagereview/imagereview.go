@@ -15,8 +15,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
+	"github.com/imagegate/imagegate/pkg/wirejson"
+
 	"k8s.io/api/imagepolicy/v1alpha1"
 
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -28,25 +28,13 @@ const (
 	Kind       = "ImageReview"
 )
 
-// decodeOptions are how imagegate reads JSON, which are the decoder's
-// defaults, said here on purpose (the admission package says why):
-// member names match exactly, as in the kube-apiserver's own decoding; a
-// repeated member name and invalid UTF-8 are errors; unknown members are
-// ignored.
-var decodeOptions = json.JoinOptions(
-	json.MatchCaseInsensitiveNames(false),
-	jsontext.AllowDuplicateNames(false),
-	jsontext.AllowInvalidUTF8(false),
-	json.RejectUnknownMembers(false),
-)
-
 // Decode parses an ImageReview request body. Unknown fields are tolerated so
 // a newer apiserver's additions do not break reviews; a wrong apiVersion or
 // kind, malformed JSON, trailing data, a repeated member name or invalid
 // UTF-8 are errors that say what was wrong.
 func Decode(body []byte) (*v1alpha1.ImageReview, error) {
 	var review v1alpha1.ImageReview
-	if err := json.Unmarshal(body, &review, decodeOptions); err != nil {
+	if err := wirejson.Unmarshal(body, &review); err != nil {
 		return nil, describeError(body, err)
 	}
 	return checkType(&review)
@@ -61,7 +49,7 @@ func describeError(body []byte, err error) error {
 	var review v1alpha1.ImageReview
 	dec := stdjson.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&review); err != nil {
-		return fmt.Errorf("decode ImageReview: %w", describeJSONError(err))
+		return fmt.Errorf("decode ImageReview: %w", wirejson.DescribeStdError(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errors.New("decode ImageReview: unexpected data after the JSON object")
@@ -77,19 +65,6 @@ func checkType(review *v1alpha1.ImageReview) (*v1alpha1.ImageReview, error) {
 		return nil, fmt.Errorf("expected apiVersion %q and kind %q, got apiVersion %q and kind %q", APIVersion, Kind, review.APIVersion, review.Kind)
 	}
 	return review, nil
-}
-
-// describeJSONError adds the byte offset to syntax errors, which
-// encoding/json keeps out of the message.
-func describeJSONError(err error) error {
-	var syn *stdjson.SyntaxError
-	if errors.As(err, &syn) {
-		return fmt.Errorf("%w (at byte %d)", err, syn.Offset)
-	}
-	if errors.Is(err, io.EOF) {
-		return errors.New("empty body")
-	}
-	return err
 }
 
 // Input converts a review's spec to the policy's input. ImageReviews carry no
