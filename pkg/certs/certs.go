@@ -16,6 +16,7 @@
 package certs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -311,14 +312,34 @@ func (r *Reloader) reloadCA() (changed bool) {
 	return true
 }
 
+// readFile reads the TLS files; tests replace it to interleave a writer.
+var readFile = os.ReadFile
+
+// maxPairReads bounds how often readPair starts over while a writer keeps
+// replacing the files.
+const maxPairReads = 3
+
+// readPair reads the serving certificate and its key. A writer replaces
+// both at once (a Secret volume swaps its ..data link), but they are read
+// one after the other, so the certificate is read again after the key and
+// the pair read anew if it changed: a reload that straddles a swap must not
+// pair the new certificate with the old key and report a broken renewal.
 func (r *Reloader) readPair() (certPEM, keyPEM []byte, err error) {
-	if certPEM, err = os.ReadFile(r.opts.CertFile); err != nil {
-		return nil, nil, err
+	for attempt := 1; ; attempt++ {
+		if certPEM, err = readFile(r.opts.CertFile); err != nil {
+			return nil, nil, err
+		}
+		if keyPEM, err = readFile(r.opts.KeyFile); err != nil {
+			return nil, nil, err
+		}
+		again, err := readFile(r.opts.CertFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		if bytes.Equal(certPEM, again) || attempt == maxPairReads {
+			return certPEM, keyPEM, nil
+		}
 	}
-	if keyPEM, err = os.ReadFile(r.opts.KeyFile); err != nil {
-		return nil, nil, err
-	}
-	return certPEM, keyPEM, nil
 }
 
 func pairSum(certPEM, keyPEM []byte) [sha256.Size]byte {

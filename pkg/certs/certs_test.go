@@ -207,3 +207,43 @@ func TestCertificateNames(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// TestReloadStraddlingASwap replaces the whole Secret volume between the
+// reads of the certificate and of the key, as the kubelet may while a
+// reload runs: the reload must take the new pair, not report the new key
+// with the old certificate as a broken renewal. Not parallel: it replaces
+// the package's file reader.
+func TestReloadStraddlingASwap(t *testing.T) {
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "serving")
+	f := newFiles(t, ca, servertest.NewCA(t, dir, "client"))
+	o := &observer{}
+	r, err := certs.New(f.options(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.take()
+	old := serial(r.Certificate())
+
+	crt, key := ca.IssuePEM(t, "localhost", "localhost")
+	var swapped bool
+	restore := certs.SetReadFile(func(name string) ([]byte, error) {
+		data, err := os.ReadFile(name)
+		if !swapped && strings.HasSuffix(name, "tls.crt") {
+			swapped = true // the old certificate is read; now the kubelet swaps
+			f.update(t, map[string][]byte{"tls.crt": crt, "tls.key": key})
+		}
+		return data, err
+	})
+	defer restore()
+	r.Reload()
+	if !swapped {
+		t.Fatal("the swap never happened")
+	}
+	if got, want := o.take(), []string{"reloaded serving"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("reload straddling a swap: got %q, want %q", got, want)
+	}
+	if got := serial(r.Certificate()); got == old {
+		t.Errorf("still serving serial %s, want the new certificate", got)
+	}
+}
