@@ -73,6 +73,22 @@ func (f *files) options(o *observer) certs.Options {
 	return certs.Options{CertFile: f.vol.Path("tls.crt"), KeyFile: f.vol.Path("tls.key"), ClientCAFile: f.vol.Path("ca.crt"), Observer: o}
 }
 
+// newReloader serves a fresh Secret volume, reporting to an observer
+// whose load events are already taken.
+func newReloader(t *testing.T) (*servertest.CA, *files, *observer, *certs.Reloader) {
+	t.Helper()
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, dir, "serving")
+	f := newFiles(t, ca, servertest.NewCA(t, dir, "client"))
+	o := &observer{}
+	r, err := certs.New(f.options(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.take()
+	return ca, f, o, r
+}
+
 func serial(c *tls.Certificate) string { return c.Leaf.SerialNumber.String() }
 
 func TestReloadKeepsTheOldMaterialWhenTheNewIsBroken(t *testing.T) {
@@ -143,15 +159,7 @@ func TestReloadKeepsTheOldMaterialWhenTheNewIsBroken(t *testing.T) {
 
 func TestReloadSkipsUnchangedFiles(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ca := servertest.NewCA(t, dir, "serving")
-	f := newFiles(t, ca, servertest.NewCA(t, dir, "client"))
-	o := &observer{}
-	r, err := certs.New(f.options(o))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.take()
+	ca, f, o, r := newReloader(t)
 	f.update(t, nil) // a new ..data directory with the same content
 	r.Reload()
 	if got := o.take(); len(got) != 0 {
@@ -214,15 +222,7 @@ func TestCertificateNames(t *testing.T) {
 // with the old certificate as a broken renewal. Not parallel: it replaces
 // the package's file reader.
 func TestReloadStraddlingASwap(t *testing.T) {
-	dir := t.TempDir()
-	ca := servertest.NewCA(t, dir, "serving")
-	f := newFiles(t, ca, servertest.NewCA(t, dir, "client"))
-	o := &observer{}
-	r, err := certs.New(f.options(o))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.take()
+	ca, f, o, r := newReloader(t)
 	old := serial(r.Certificate())
 
 	crt, key := ca.IssuePEM(t, "localhost", "localhost")
