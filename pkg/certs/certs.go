@@ -11,8 +11,10 @@
 // Changes are found two ways: fsnotify events on the files' directories
 // (which is what sees a Kubernetes Secret volume swap its "..data" symlink:
 // the files themselves are symlinks through it and are never written), and a
-// poll as a backstop for file systems without events. Content is compared
-// by checksum, so neither a touch nor a repeated event counts as a reload.
+// poll as a backstop for file systems without events. Only events naming
+// the files or the "..data" link count, so a busy neighbour in the same
+// directory cannot hold a reload back. Content is compared by checksum, so
+// neither a touch nor a repeated event counts as a reload.
 package certs
 
 import (
@@ -50,9 +52,13 @@ const ReasonNameNotAllowed = "name-not-allowed"
 // they changed.
 const DefaultPollInterval = 30 * time.Second
 
-// debounce lets a writer finish a burst of changes (certificate, then key)
-// before they are read.
-const debounce = 100 * time.Millisecond
+// settleTime lets a writer finish a burst of changes (certificate, then key)
+// before they are read; maxWait bounds how long a writer that never stops
+// can put the reload off.
+const (
+	settleTime = 100 * time.Millisecond
+	maxWait    = time.Second
+)
 
 // Observer is told about certificate changes and refused clients;
 // *metrics.Recorder is one.
@@ -409,9 +415,10 @@ func (r *Reloader) observeReloaded(name string, ok bool, notAfter time.Time) {
 }
 
 // Start keeps the material current until ctx is done: it reloads shortly
-// after any change in the files' directories, and every PollInterval. The
-// watch is in place when Start returns, and anything that changed since New
-// read the files is picked up at once, so no change is missed.
+// after the files or the Secret volume's "..data" link change, and every
+// PollInterval. The watch is in place when Start returns, and anything that
+// changed since New read the files is picked up at once, so no change is
+// missed.
 func (r *Reloader) Start(ctx context.Context) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -421,6 +428,7 @@ func (r *Reloader) Start(ctx context.Context) {
 	} else {
 		events, errs = w.Events, w.Errors
 	}
+	relevant := relevantTo(r.opts.CertFile, r.opts.KeyFile, r.opts.ClientCAFile)
 	r.Reload()
 	go func() {
 		if w != nil {
@@ -431,21 +439,72 @@ func (r *Reloader) Start(ctx context.Context) {
 		settle := time.NewTimer(time.Hour)
 		settle.Stop()
 		defer settle.Stop()
+		d := debouncer{settle: settleTime, maxWait: maxWait}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-events:
-				settle.Reset(debounce)
+			case ev := <-events:
+				if relevant(ev.Name) {
+					settle.Reset(time.Until(d.event(time.Now())))
+				}
 			case err := <-errs:
 				r.log.Warn("certificate file watcher", "err", err)
+				if errors.Is(err, fsnotify.ErrEventOverflow) { // the event that mattered may be among those lost
+					settle.Reset(time.Until(d.event(time.Now())))
+				}
 			case <-settle.C:
+				d.fired()
 				r.Reload()
 			case <-poll.C:
 				r.Reload()
 			}
 		}
 	}()
+}
+
+// debouncer decides when to reload after a run of events: settle after the
+// last one, but never later than maxWait after the first, so a stream of
+// events cannot postpone a rotation indefinitely.
+type debouncer struct {
+	settle, maxWait time.Duration
+	first           time.Time // of the pending run; zero when none is
+}
+
+// event records an event at now and returns when to reload.
+func (d *debouncer) event(now time.Time) (fireAt time.Time) {
+	if d.first.IsZero() {
+		d.first = now
+	}
+	fireAt = now.Add(d.settle)
+	if deadline := d.first.Add(d.maxWait); fireAt.After(deadline) {
+		return deadline
+	}
+	return fireAt
+}
+
+// fired ends the pending run: the next event starts a new one.
+func (d *debouncer) fired() { d.first = time.Time{} }
+
+// relevantTo returns a test of whether an event's path may mean the files
+// changed: it names one of the files (written in place, or replaced by a
+// rename), or, beside one, the "..data" link a Secret or ConfigMap volume
+// swaps or the "..data_tmp" link renamed over it. In such a volume the files
+// are symlinks through "..data", so their content changes only with the
+// swap; the kubelet creates the timestamped directory before it and removes
+// the old one after, so neither tells anything the swap does not.
+func relevantTo(files ...string) func(path string) bool {
+	paths := map[string]bool{}
+	for _, f := range files {
+		if f == "" {
+			continue
+		}
+		dir := filepath.Dir(f)
+		paths[filepath.Clean(f)] = true
+		paths[filepath.Join(dir, "..data")] = true
+		paths[filepath.Join(dir, "..data_tmp")] = true
+	}
+	return func(path string) bool { return paths[filepath.Clean(path)] }
 }
 
 // watcher watches the directories of the files rather than the files: a

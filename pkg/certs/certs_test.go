@@ -1,6 +1,7 @@
 package certs_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -70,7 +71,8 @@ func (f *files) update(t *testing.T, edit map[string][]byte) {
 }
 
 func (f *files) options(o *observer) certs.Options {
-	return certs.Options{CertFile: f.vol.Path("tls.crt"), KeyFile: f.vol.Path("tls.key"), ClientCAFile: f.vol.Path("ca.crt"), Observer: o}
+	// An hour's poll: a test that sees a reload saw the watch.
+	return certs.Options{CertFile: f.vol.Path("tls.crt"), KeyFile: f.vol.Path("tls.key"), ClientCAFile: f.vol.Path("ca.crt"), Observer: o, PollInterval: time.Hour}
 }
 
 // newReloader serves a fresh Secret volume, reporting to an observer
@@ -246,4 +248,97 @@ func TestReloadStraddlingASwap(t *testing.T) {
 	if got := serial(r.Certificate()); got == old {
 		t.Errorf("still serving serial %s, want the new certificate", got)
 	}
+}
+
+// waitForNewCertificate waits, reload by reload, until r serves a
+// certificate other than old, and fails the test after a deadline far
+// beyond the watch's maximum wait but far short of the poll.
+func waitForNewCertificate(t *testing.T, r *certs.Reloader, old string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		reloaded := r.Reloaded() // before the check, so no reload slips between
+		if serial(r.Certificate()) != old {
+			return
+		}
+		select {
+		case <-reloaded:
+		case <-deadline:
+			t.Fatalf("still serving serial %s after 10s, want the renewed certificate", old)
+		}
+	}
+}
+
+// every calls f every 10ms until the test ends.
+func every(t *testing.T, f func() error) {
+	t.Helper()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for tick := time.NewTicker(10 * time.Millisecond); ; {
+			select {
+			case <-stop:
+				tick.Stop()
+				return
+			case <-tick.C:
+				if err := f(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+func TestWatchReloadsASecretSwapBesideANoisyFile(t *testing.T) {
+	t.Parallel()
+	ca, f, _, r := newReloader(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Start(ctx)
+	old := serial(r.Certificate())
+
+	// Another program's log in the same directory, written throughout.
+	noise, err := os.Create(filepath.Join(f.vol.Dir, "noise.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = noise.Close() })
+	every(t, func() error { _, err := noise.WriteString("line\n"); return err })
+
+	crt, key := ca.IssuePEM(t, "localhost", "localhost")
+	f.update(t, map[string][]byte{"tls.crt": crt, "tls.key": key})
+	waitForNewCertificate(t, r, old)
+}
+
+func TestWatchReloadsWithinTheMaxWaitWhileTheFileKeepsChanging(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, certFile, keyFile := servertest.ServingPair(t, dir)
+	r, err := certs.New(certs.Options{CertFile: certFile, KeyFile: keyFile, PollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.Start(ctx)
+	old := serial(r.Certificate())
+
+	crt, key := ca.IssuePEM(t, "localhost", "localhost")
+	if err := os.WriteFile(certFile, crt, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A writer that keeps writing the key in place, the same bytes each
+	// time: a stream of events on a watched file that never settles.
+	k, err := os.OpenFile(keyFile, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	every(t, func() error { _, err := k.WriteAt(key, 0); return err })
+	waitForNewCertificate(t, r, old)
 }
