@@ -198,7 +198,7 @@ const (
 // Rules are the rule label's values, started at zero.
 var Rules = []policy.Rule{
 	policy.RuleInvalidReference, policy.RuleRegistry, policy.RuleLatestTag, policy.RuleNoImages,
-	policy.RuleDeniedRepository, policy.RuleDigestRequired,
+	policy.RuleDeniedRepository, policy.RuleDigestRequired, policy.RuleTooManyImages, policy.RuleUnreadable,
 }
 
 // Decisions are the decision label's values.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -21,13 +22,24 @@ const (
 	RuleDeniedRepository Rule = "denied-repository"
 	// RuleDigestRequired means the rule requires a digest and the image has none.
 	RuleDigestRequired Rule = "digest-required"
+	// RuleTooManyImages means the request lists more than [MaxImages].
+	RuleTooManyImages Rule = "too-many-images"
+	// RuleUnreadable means the request could not be read: too large, or
+	// an object imagegate cannot decode (see [Policy.Refuse]).
+	RuleUnreadable Rule = "unreadable-request"
 )
 
 // Overridable reports whether break-glass may override a violation of r.
-// An unparsable reference cannot run anywhere and an empty request is not a
-// pod, so overriding those would only hide a broken request.
+// An unparsable reference cannot run anywhere, and an empty or oversized
+// request is not a pod, so overriding those would only hide a broken request.
 func (r Rule) Overridable() bool {
 	return r == RuleRegistry || r == RuleLatestTag || r == RuleDeniedRepository || r == RuleDigestRequired
+}
+
+// aboutImage reports whether a violation of r names an image, even an
+// empty one; the others are about the whole request.
+func (r Rule) aboutImage() bool {
+	return r != RuleNoImages && r != RuleTooManyImages && r != RuleUnreadable
 }
 
 // Violation is one reason an image is refused.
@@ -56,8 +68,6 @@ func (v Violation) String() string {
 }
 
 func (v Violation) writeTo(b *strings.Builder) {
-	// Quoting escapes control characters and quotes, so an image written to
-	// confuse the reader still reads as exactly one quoted string.
 	if v.Container != "" {
 		if v.Source == "" {
 			b.WriteString("container ")
@@ -65,15 +75,31 @@ func (v Violation) writeTo(b *strings.Builder) {
 			b.WriteString(v.Source)
 			b.WriteByte(' ')
 		}
-		b.WriteString(strconv.Quote(v.Container))
+		writeQuoted(b, v.Container)
 		b.WriteByte(' ')
 	}
-	if v.Rule != RuleNoImages {
+	if v.Rule.aboutImage() {
 		b.WriteString("image ")
-		b.WriteString(strconv.Quote(v.Image))
+		writeQuoted(b, v.Image)
 		b.WriteString(": ")
 	}
 	b.WriteString(v.Message)
+}
+
+// maxQuoted bounds a name or image as a message quotes it: valid ones are
+// far shorter (a reference's name is at most 255 bytes).
+const maxQuoted = 300
+
+// writeQuoted quotes s, cut to maxQuoted bytes. Quoting escapes control
+// characters and quotes, so a string written to confuse the reader still
+// reads as exactly one quoted string on one line.
+func writeQuoted(b *strings.Builder, s string) {
+	if len(s) <= maxQuoted {
+		b.WriteString(strconv.Quote(s))
+		return
+	}
+	b.WriteString(strconv.Quote(truncate(s, maxQuoted)))
+	fmt.Fprintf(b, " (%d bytes)", len(s))
 }
 
 // Outcome summarises a Decision for logs and metrics.
@@ -187,10 +213,21 @@ func (d *Decision) allOverridable() bool {
 	return true
 }
 
-// Summary joins every violation into one line, in order, separated by "; ".
+// MaxSummaryViolations bounds how many violations [Decision.Summary]
+// spells out; the rest are counted. With every quoted string bounded too,
+// a reason, an audit annotation or a log line stays a few kilobytes
+// whatever the request held.
+const MaxSummaryViolations = 20
+
+// Summary joins the violations into one line, in order, separated by "; ":
+// the first MaxSummaryViolations, then "and N more".
 func (d *Decision) Summary() string {
 	var b strings.Builder
 	for i, v := range d.Violations {
+		if i == MaxSummaryViolations {
+			fmt.Fprintf(&b, "; and %d more", len(d.Violations)-i)
+			break
+		}
 		if i > 0 {
 			b.WriteString("; ")
 		}
@@ -217,7 +254,42 @@ func (d *Decision) Reason() string {
 	case d.BreakGlassRefused != "":
 		s += "; break-glass refused: " + d.BreakGlassRefused
 	case d.BreakGlass.Requested:
-		s += "; break-glass cannot override an invalid image reference or an empty request"
+		s += "; break-glass cannot override an invalid image reference, an empty request or one with too many images"
 	}
 	return s
+}
+
+// Refuse is the decision on a request in namespace that the policy cannot
+// judge (it is too large to read, or its object does not decode): denied
+// whatever the mode, since nothing in it could be allowed, with the audit
+// annotations of every decision.
+func (p *Policy) Refuse(namespace, why string) Decision {
+	r, _ := p.ruleFor(namespace)
+	d := Decision{Mode: r.mode, RuleName: r.name, Outcome: OutcomeDenied,
+		Violations: []Violation{{Rule: RuleUnreadable, Message: why}}}
+	p.annotateDecision(&d, r)
+	return d
+}
+
+// Pass is the decision on a request with nothing to judge (a DELETE, an
+// UPDATE that adds no image): allowed, with the audit annotations of every
+// decision.
+func (p *Policy) Pass(namespace string) Decision {
+	r, _ := p.ruleFor(namespace)
+	d := Decision{Allowed: true, Outcome: OutcomeAllowed, Mode: r.mode, RuleName: r.name}
+	p.annotateDecision(&d, r)
+	return d
+}
+
+// annotateDecision adds the policy-hash and policy-rule audit annotations
+// to d, for a policy loaded from a file.
+func (p *Policy) annotateDecision(d *Decision, r *rule) {
+	if !p.annotate {
+		return
+	}
+	if d.AuditAnnotations == nil {
+		d.AuditAnnotations = make(map[string]string, 2)
+	}
+	d.AuditAnnotations[AuditPolicyHash] = p.hash
+	d.AuditAnnotations[AuditPolicyRule] = r.name
 }

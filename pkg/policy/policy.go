@@ -8,6 +8,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -153,17 +154,28 @@ type Input struct {
 func (p *Policy) Evaluate(in Input) Decision {
 	r, _ := p.ruleFor(in.Namespace)
 	d := Decision{Mode: r.mode, RuleName: r.name}
-	if len(in.Images) == 0 {
+	switch {
+	case len(in.Images) == 0:
 		d.Violations = append(d.Violations, Violation{
 			Rule:    RuleNoImages,
 			Message: "the request lists no container images, so there is nothing to allow",
 		})
-	}
-	for i, img := range in.Images {
-		if duplicateImage(in.Images[:i], img) {
-			continue
+	case len(in.Images) > MaxImages:
+		// Judging is linear, but a review this large is an attack or a
+		// bug, not a pod: refuse it whole rather than spend on it.
+		d.Violations = append(d.Violations, Violation{
+			Rule: RuleTooManyImages,
+			Message: fmt.Sprintf("the request lists %d images, more than the %d imagegate judges in one review; no real pod pulls that many: split the workload",
+				len(in.Images), MaxImages),
+		})
+	default:
+		var seen map[Image]struct{}
+		for i, img := range in.Images {
+			if duplicateImage(in.Images[:i], img, &seen) {
+				continue
+			}
+			d.Violations = p.cache.judge(r, d.Violations, img)
 		}
-		d.Violations = p.cache.judge(r, d.Violations, img)
 	}
 	d.BreakGlass = ParseBreakGlass(in.Annotations)
 	refusal := ""
@@ -171,24 +183,38 @@ func (p *Policy) Evaluate(in Input) Decision {
 		refusal = r.breakGlassRefusal(d.BreakGlass, in)
 	}
 	d.resolve(r.breakGlass.Enabled, refusal)
-	if p.annotate {
-		if d.AuditAnnotations == nil {
-			d.AuditAnnotations = make(map[string]string, 2)
-		}
-		d.AuditAnnotations[AuditPolicyHash] = p.hash
-		d.AuditAnnotations[AuditPolicyRule] = r.name
-	}
+	p.annotateDecision(&d, r)
 	return d
 }
 
-// duplicateImage reports whether img was already judged; pods are small, so
-// a scan beats a map.
-func duplicateImage(seen []Image, img Image) bool {
-	for _, s := range seen {
-		if s == img {
-			return true
+// MaxImages is the most images one review may list; a review with more is
+// denied whole (RuleTooManyImages). Real pods list a handful, and the
+// largest seen in the wild a few dozen.
+const MaxImages = 1000
+
+// duplicateImage reports whether img, at the end of judged, was already
+// judged. Pods are small, so a scan beats a map up to a few images; past
+// that *seen holds them all, so a review costs O(images).
+func duplicateImage(judged []Image, img Image, seen *map[Image]struct{}) bool {
+	const scanUpTo = 16
+	if len(judged) < scanUpTo {
+		for _, s := range judged {
+			if s == img {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[Image]struct{}, 2*scanUpTo)
+		for _, s := range judged {
+			(*seen)[s] = struct{}{}
 		}
 	}
+	if _, ok := (*seen)[img]; ok {
+		return true
+	}
+	(*seen)[img] = struct{}{}
 	return false
 }
 
@@ -240,10 +266,8 @@ func (r *rule) checkImage(vs []Violation, img Image) []Violation {
 func (r *rule) exemption(named reference.Named, domain, path string) (string, bool) {
 	if len(r.exemptRefs) > 0 {
 		c := canonicalRef(named)
-		for _, ref := range r.exemptRefs {
-			if ref == c {
-				return ref, true
-			}
+		if _, ok := slices.BinarySearch(r.exemptRefs, c); ok {
+			return c, true
 		}
 	}
 	if e, ok := matchEntry(r.exemptRepos, domain, path); ok {
@@ -261,17 +285,20 @@ func matchEntry(es []RegistryEntry, domain, path string) (RegistryEntry, bool) {
 	return RegistryEntry{}, false
 }
 
-// canonicalRef is a reference's normalised form with its registry in the
-// form entries compare in, for exact exemptions.
+// canonicalRef is what a runtime pulls for named, for exact exemptions:
+// repository@digest when it has a digest (the tag is then ignored, as
+// reference.ParseDockerRef, which containerd's CRI uses, drops it), else
+// repository:tag, "latest" when no tag is written. The registry is in the
+// form entries compare in.
 func canonicalRef(named reference.Named) string {
 	s := canonicalDomain(reference.Domain(named)) + "/" + reference.Path(named)
-	if t, ok := named.(reference.Tagged); ok {
-		s += ":" + t.Tag()
-	}
 	if d, ok := named.(reference.Digested); ok {
-		s += "@" + d.Digest().String()
+		return s + "@" + d.Digest().String()
 	}
-	return s
+	if t, ok := named.(reference.Tagged); ok {
+		return s + ":" + t.Tag()
+	}
+	return s + ":latest"
 }
 
 // registryProblem explains why the repository domain/path is outside the

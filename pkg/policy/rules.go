@@ -36,6 +36,10 @@ type RuleOptions struct {
 	// ExemptImages are images no check applies to (but they must parse):
 	// exact references with a tag or digest ("registry.k8s.io/pause:3.10"),
 	// or repository entries as in AllowedRegistries ("registry.k8s.io/pause").
+	// An exact reference is compared as the runtime pulls it: with a
+	// digest, repository@digest whatever the tag; without, repository:tag,
+	// latest when no tag is written. So "pause:3.10" does not exempt
+	// "pause:3.10@sha256:…", which pulls that digest.
 	ExemptImages []string
 	// DeniedRepositories are refused even where AllowedRegistries allow
 	// them, in the forms AllowedRegistries takes.
@@ -307,16 +311,8 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		return out
 	}
 	r.whitelist = entries("allowedRegistries", ro.AllowedRegistries)
-	for i, e := range r.whitelist {
-		if p.source == "" {
-			break // flags predate this lint; keep their warnings as they were
-		}
-		for j, other := range r.whitelist {
-			if i != j && covers(other, e) && (!covers(e, other) || j < i) {
-				warn("allowedRegistries", i, fmt.Sprintf("registry entry %q is already covered by %q", e.Raw, other.Raw))
-				break
-			}
-		}
+	if p.source != "" { // flags predate this lint; keep their warnings as they were
+		lintCovered(r.whitelist, func(i int, msg string) { warn("allowedRegistries", i, msg) })
 	}
 	names := make([]string, len(r.whitelist))
 	for i, e := range r.whitelist {
@@ -350,6 +346,9 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		}
 		r.exemptRepos = append(r.exemptRepos, e)
 	}
+	// Sorted for exemption's binary search; the order written means nothing.
+	slices.Sort(r.exemptRefs)
+	r.exemptRefs = slices.Compact(r.exemptRefs)
 	p.compileRewrites(r, ro, path, errs, warn)
 	bg := ro.BreakGlass
 	if bg.MaxAge < 0 {
@@ -370,6 +369,64 @@ func covers(a, b RegistryEntry) bool {
 		domains = a.MatchesDomain(b.Domain)
 	}
 	return domains && (a.Path == "" || b.Path == a.Path || strings.HasPrefix(b.Path, a.Path+"/"))
+}
+
+// lintCovered reports each entry of es that another entry covers, naming
+// the first such entry in order. Only entries that could cover e are looked
+// up, by exact key: those at its path or a "/"-boundary prefix of it, on
+// its domain or, for wildcards, a "."-boundary parent of it; so n entries
+// cost O(n), not O(n²).
+func lintCovered(es []RegistryEntry, report func(i int, msg string)) {
+	type key struct {
+		wildcard, apex bool
+		domain, path   string
+	}
+	index := make(map[key]int, len(es))
+	wildcards := map[string]bool{} // domains of wildcard entries
+	for j, e := range es {
+		k := key{e.Wildcard, e.Apex, e.Domain, e.Path}
+		if _, dup := index[k]; !dup {
+			index[k] = j
+		}
+		wildcards[e.Domain] = wildcards[e.Domain] || e.Wildcard
+	}
+	var domains []string
+	for i, e := range es {
+		// Wildcards may cover e from its own domain or a parent on the same
+		// port, as imageref's MatchesDomain splits host and port.
+		host, port := e.Domain, ""
+		if c := strings.LastIndexByte(host, ':'); c >= 0 && !strings.Contains(host[c:], "]") {
+			host, port = host[:c], host[c:]
+		}
+		domains = domains[:0]
+		for d := host; d != ""; {
+			if wildcards[d+port] {
+				domains = append(domains, d+port)
+			}
+			_, d, _ = strings.Cut(d, ".")
+		}
+		best := -1
+		consider := func(k key) {
+			if j, ok := index[k]; ok && j != i && (best < 0 || j < best) && covers(es[j], e) && (!covers(e, es[j]) || j < i) {
+				best = j
+			}
+		}
+		for path := e.Path; ; {
+			consider(key{false, false, e.Domain, path})
+			for _, d := range domains {
+				consider(key{true, false, d, path})
+				consider(key{true, true, d, path})
+			}
+			if path == "" {
+				break
+			}
+			k := max(strings.LastIndexByte(path, '/'), 0)
+			path = path[:k]
+		}
+		if best >= 0 {
+			report(i, fmt.Sprintf("registry entry %q is already covered by %q", e.Raw, es[best].Raw))
+		}
+	}
 }
 
 func validRuleName(s string) bool {
@@ -421,7 +478,7 @@ func (r *rule) breakGlassRefusal(bg BreakGlass, in Input) string {
 		case in.User == "" && !allowed:
 			return fmt.Sprintf("rule %q lets only some users or groups break glass, and this request carries no user and none of those groups", r.name)
 		case !allowed:
-			return fmt.Sprintf("rule %q does not let user %q break glass", r.name, in.User)
+			return fmt.Sprintf("rule %q does not let user %q break glass", r.name, truncate(in.User, maxTicketLen))
 		}
 	}
 	if len(bg.Expires) == 0 && o.MaxAge > 0 {

@@ -22,6 +22,7 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data, "team-a", "nginx:1.25")
 	}
+	f.Add(aliasBomb(1000, 1000, true), "a", "r1.example.com/app:1") // refused before it expands
 	f.Fuzz(func(t *testing.T, data []byte, namespace, image string) {
 		l, err := policyfile.Parse("p.yaml", data, policyfile.Overrides{})
 		if err != nil {

@@ -169,10 +169,13 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d: the file must be a YAML mapping with apiVersion, kind, default and rules", name, root.Line)
 	}
+	if err := checkAliases(name, root); err != nil {
+		return nil, err
+	}
 	w := &walker{name: name, lines: map[string]int{}}
 	w.walk(root, reflect.TypeFor[File](), "")
 	if len(w.errs) > 0 {
-		return nil, errors.Join(w.errs...)
+		return nil, joinCapped(name, w.errs)
 	}
 	var file File
 	if err := root.Decode(&file); err != nil {
@@ -191,7 +194,7 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 	}
 	spec := file.spec(o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, joinCapped(name, errs)
 	}
 	spec.Source = name
 	p, err := policy.Compile(spec)
@@ -208,7 +211,7 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 			}
 			errs = append(errs, e)
 		}
-		return nil, errors.Join(errs...)
+		return nil, joinCapped(name, errs)
 	}
 	l := &Loaded{Policy: p, Spec: spec, Hash: p.Hash()}
 	for _, msg := range p.Warnings() {
@@ -290,6 +293,74 @@ func setList(dst *[]string, v *[]string) {
 		*dst = slices.Clone(*v)
 	}
 }
+
+// maxAliasNodes bounds how many nodes YAML aliases may add to a file. A
+// policy reuses a list in a few dozen rules at most (a 100-entry list in 50
+// rules adds 5,000), while the schema walk and the decoder pay for every
+// node an alias adds: unbounded, a 25 KB file of aliases costs 140 MiB
+// before yaml.v3 refuses it as "excessive aliasing", a 51 KB one 540 MiB.
+const maxAliasNodes = 10_000
+
+// aliasCap saturates expanded sizes, which nested aliases make exponential.
+const aliasCap int64 = 1 << 40
+
+// checkAliases refuses a file whose aliases expand it by more than
+// maxAliasNodes nodes. Each node's expanded size is counted once, so the
+// count costs no more than the file, and a cycle counts as aliasCap.
+func checkAliases(name string, root *yaml.Node) error {
+	c := aliasCounter{sizes: map[*yaml.Node]int64{}}
+	expanded := c.size(root)
+	literal := int64(len(c.sizes))
+	if expanded-literal <= maxAliasNodes {
+		return nil
+	}
+	n := strconv.FormatInt(expanded, 10)
+	if expanded >= aliasCap {
+		n = "at least " + strconv.FormatInt(aliasCap, 10)
+	}
+	return fmt.Errorf("%s:%d: the policy file expands to %s nodes through YAML aliases (the file itself has %d); imagegate lets aliases add at most %d: write the lists out or use fewer aliases",
+		name, c.first.Line, n, literal, maxAliasNodes)
+}
+
+type aliasCounter struct {
+	sizes map[*yaml.Node]int64 // expanded size of every node seen
+	first *yaml.Node           // the first alias
+}
+
+func (c *aliasCounter) size(n *yaml.Node) int64 {
+	if s, ok := c.sizes[n]; ok {
+		return s
+	}
+	c.sizes[n] = aliasCap // until counted: an alias back to n is a cycle
+	s := int64(1)
+	if n.Kind == yaml.AliasNode {
+		if c.first == nil {
+			c.first = n
+		}
+		if n.Alias != nil {
+			s = c.size(n.Alias)
+		}
+	}
+	for _, child := range n.Content {
+		s = min(s+c.size(child), aliasCap)
+	}
+	c.sizes[n] = s
+	return s
+}
+
+// maxErrors bounds the errors one file reports: the first ones say what to
+// fix, each costs work to place, and a hostile file may hold 100,000.
+const maxErrors = 20
+
+// joinCapped joins the first maxErrors of errs and counts the rest.
+func joinCapped(name string, errs []error) error {
+	if len(errs) > maxErrors {
+		errs = append(errs[:maxErrors:maxErrors], moreErrors(name, len(errs)-maxErrors))
+	}
+	return errors.Join(errs...)
+}
+
+func moreErrors(name string, n int) error { return fmt.Errorf("%s: … and %d more errors", name, n) }
 
 func flatten(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -464,7 +535,8 @@ func locateYAMLError(name string, data []byte, err error, lines map[string]int) 
 		msgs = te.Errors
 	}
 	var out []error
-	for _, msg := range msgs {
+	var fields map[int]string
+	for _, msg := range msgs[:min(len(msgs), maxErrors)] {
 		m := yamlLine.FindStringSubmatch(msg)
 		if m == nil {
 			out = append(out, fmt.Errorf("%s: %s", name, msg))
@@ -475,20 +547,28 @@ func locateYAMLError(name string, data []byte, err error, lines map[string]int) 
 		if strings.Contains(rest, "unknown anchor") || unquotedStar.Match(lineOf(data, line)) || unquotedStar.Match(lineOf(data, line+1)) {
 			rest += `; quote entries that start with "*", as in "*.example.com"`
 		}
-		if field := pathAt(lines, line); field != "" {
+		if fields == nil {
+			fields = deepestPaths(lines)
+		}
+		if field := fields[line]; field != "" {
 			rest = field + ": " + rest
 		}
 		out = append(out, fmt.Errorf("%s:%d: %s", name, line, rest))
 	}
+	if len(msgs) > maxErrors {
+		out = append(out, moreErrors(name, len(msgs)-maxErrors))
+	}
 	return errors.Join(out...)
 }
 
-// pathAt returns the deepest field path recorded at line, or "".
-func pathAt(lines map[string]int, line int) string {
-	best := ""
+// deepestPaths maps each line to the deepest field path recorded at it
+// (the first in byte order between equally long ones), built once for all
+// of a file's errors.
+func deepestPaths(lines map[string]int) map[int]string {
+	best := make(map[int]string, len(lines))
 	for p, l := range lines {
-		if l == line && (len(p) > len(best) || len(p) == len(best) && p < best) {
-			best = p
+		if b, ok := best[l]; !ok || len(p) > len(b) || len(p) == len(b) && p < b {
+			best[l] = p
 		}
 	}
 	return best
