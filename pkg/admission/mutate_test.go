@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -142,6 +143,74 @@ func TestMutateLeavesAloneWhatNoRuleMatches(t *testing.T) {
 			warnings := strings.Join(r.Warnings, "\n")
 			if tc.wantWarning == "" && tc.wantRewritten == 0 && warnings != "" || !strings.Contains(warnings, tc.wantWarning) {
 				t.Errorf("warnings %q, want one containing %q", warnings, tc.wantWarning)
+			}
+		})
+	}
+}
+
+// A pod asking for break-glass keeps its images as written only when the
+// validating path would honour that break-glass for the user who sent it;
+// one it would refuse changes nothing, so the images are rewritten.
+func TestMutateRewritesWhenBreakGlassWouldBeRefused(t *testing.T) {
+	t.Parallel()
+	rule := func(bg policy.BreakGlassOptions) *policy.Policy {
+		bg.Enabled = true
+		p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{
+			AllowedRegistries: []string{"registry.my.com"}, BreakGlass: bg,
+			Rewrites: []rewrite.Rule{{From: "docker.io", To: "registry.my.com/hub"}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	requireTicket := rule(policy.BreakGlassOptions{RequireTicket: true})
+	onlyBob := rule(policy.BreakGlassOptions{AllowedUsers: []string{"bob"}})
+	onlyAlice := rule(policy.BreakGlassOptions{AllowedUsers: []string{"alice"}})
+	onlyOncall := rule(policy.BreakGlassOptions{AllowedGroups: []string{"oncall"}})
+	maxAge := rule(policy.BreakGlassOptions{MaxAge: time.Hour})
+	open := rule(policy.BreakGlassOptions{})
+	tests := []struct {
+		name   string
+		policy *policy.Policy
+		// annotations is the pod's annotations as JSON; groups the
+		// requester's groups (the user is alice).
+		annotations, groups string
+		// wantKept is true when the images stay as written.
+		wantKept bool
+	}{
+		{name: "no ticket under requireTicket is rewritten", policy: requireTicket, annotations: `{"ops.image-policy.k8s.io/break-glass":"true"}`},
+		{name: "an invisible ticket under requireTicket is rewritten", policy: requireTicket, annotations: `{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"\u200b"}`},
+		{name: "a ticket under requireTicket is kept", policy: requireTicket, annotations: `{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/ticket":"INC-1"}`, wantKept: true},
+		{name: "a user not allowed is rewritten", policy: onlyBob, annotations: `{"ops.image-policy.k8s.io/INC-1":"break-glass"}`},
+		{name: "an allowed user is kept", policy: onlyAlice, annotations: `{"ops.image-policy.k8s.io/INC-1":"break-glass"}`, wantKept: true},
+		{name: "a member of an allowed group is kept", policy: onlyOncall, groups: `["dev","oncall"]`, annotations: `{"ops.image-policy.k8s.io/INC-1":"break-glass"}`, wantKept: true},
+		{name: "no member of an allowed group is rewritten", policy: onlyOncall, groups: `["dev"]`, annotations: `{"ops.image-policy.k8s.io/INC-1":"break-glass"}`},
+		{name: "a missing expiry under maxAge is rewritten", policy: maxAge, annotations: `{"ops.image-policy.k8s.io/break-glass":"true"}`},
+		{name: "an expired expiry is rewritten", policy: open, annotations: `{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/expires":"2000-01-01T00:00:00Z"}`},
+		{name: "a malformed expiry is rewritten", policy: open, annotations: `{"ops.image-policy.k8s.io/break-glass":"true","ops.image-policy.k8s.io/expires":"tomorrow"}`},
+		{name: "break-glass honoured is kept", policy: open, annotations: `{"ops.image-policy.k8s.io/break-glass":"true"}`, wantKept: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := request("", "v1", "Pod", "CREATE", `{"metadata":{"annotations":`+tc.annotations+`},"spec":{"containers":[{"name":"app","image":"nginx:1.25"}]}}`, "null")
+			if tc.groups != "" {
+				req = strings.Replace(req, `"userInfo":{"username":"alice"}`, `"userInfo":{"username":"alice","groups":`+tc.groups+`}`, 1)
+			}
+			m, resp, err := admission.Mutate(tc.policy, review("v1", req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.BreakGlass != tc.wantKept || m.Patched() == tc.wantKept || (len(resp.Response.Patch) > 0) == tc.wantKept {
+				t.Errorf("got break-glass %v, %d images rewritten (patch %s); want break-glass %v and rewritten %v", m.BreakGlass, len(m.Rewritten), resp.Response.Patch, tc.wantKept, !tc.wantKept)
+			}
+			wantWarning := "imagegate rewrote container \"app\" image \"nginx:1.25\" to \"registry.my.com/hub/library/nginx:1.25\""
+			if tc.wantKept {
+				wantWarning = "the pod asks for break-glass, which keeps its images as written"
+			}
+			if got := strings.Join(resp.Response.Warnings, "\n"); !strings.Contains(got, wantWarning) {
+				t.Errorf("got warnings %q, want one containing %q", got, wantWarning)
 			}
 		})
 	}

@@ -13,7 +13,7 @@ import (
 // audit judges what kubectl says already runs.
 func (a *App) audit(args []string) int {
 	pc := config.DefaultPolicy()
-	if err := pc.ApplyEnv(a.Getenv); err != nil {
+	if err := pc.ApplyEnv(a.LookupEnv); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 		return ExitUsage
 	}
@@ -58,7 +58,7 @@ Flags:
 		fmt.Fprintf(a.Stderr, "imagegate audit: --output %q: want table or json\n", *output)
 		return ExitUsage
 	}
-	pc.MarkExplicit(fs, a.Getenv)
+	pc.MarkExplicit(fs, a.LookupEnv)
 	p, warnings, err := loadPolicy(pc)
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)

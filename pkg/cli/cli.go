@@ -33,8 +33,8 @@ const (
 type App struct {
 	Stdout, Stderr io.Writer
 	// Stdin is what audit reads with -f -.
-	Stdin  io.Reader
-	Getenv func(string) string
+	Stdin     io.Reader
+	LookupEnv func(string) (string, bool)
 	// Serve runs the server with the final config; tests replace it to
 	// check flag and environment precedence without listening.
 	Serve func(ctx context.Context, cfg config.Config, log *slog.Logger) error
@@ -42,7 +42,7 @@ type App struct {
 
 // New returns the App wired to the process's environment.
 func New() *App {
-	return &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Serve: RunServer}
+	return &App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv, Serve: RunServer}
 }
 
 const usage = `imagegate decides which container images a Kubernetes cluster may run.
@@ -105,7 +105,7 @@ func (a *App) parse(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 
 func (a *App) serve(ctx context.Context, args []string) int {
 	cfg := config.Default()
-	if err := cfg.ApplyEnv(a.Getenv); err != nil {
+	if err := cfg.ApplyEnv(a.LookupEnv); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate serve: %v\n", err)
 		return ExitUsage
 	}
@@ -128,7 +128,7 @@ func (a *App) serve(ctx context.Context, args []string) int {
 	if fs.Changed("listen") {
 		cfg.Port = 0 // the --listen flag names its port and beats BOUNCER_PORT
 	}
-	cfg.Policy.MarkExplicit(fs, a.Getenv)
+	cfg.Policy.MarkExplicit(fs, a.LookupEnv)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate serve: invalid configuration:\n%v\n", err)
 		return ExitUsage
@@ -190,7 +190,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 func (a *App) check(args []string) int {
 	pc := config.DefaultPolicy()
-	if err := pc.ApplyEnv(a.Getenv); err != nil {
+	if err := pc.ApplyEnv(a.LookupEnv); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
 		return ExitUsage
 	}
@@ -223,7 +223,7 @@ Flags:
 		fmt.Fprintln(a.Stderr, "imagegate check: name at least one image")
 		return ExitUsage
 	}
-	pc.MarkExplicit(fs, a.Getenv)
+	pc.MarkExplicit(fs, a.LookupEnv)
 	p, warnings, err := loadPolicy(pc)
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)

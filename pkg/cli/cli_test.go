@@ -45,9 +45,9 @@ func run(t *testing.T, env map[string]string, serveErr error, args ...string) re
 	var stdout, stderr bytes.Buffer
 	var r result
 	app := &cli.App{
-		Stdout: &stdout,
-		Stderr: &stderr,
-		Getenv: func(key string) string { return env[key] },
+		Stdout:    &stdout,
+		Stderr:    &stderr,
+		LookupEnv: func(key string) (string, bool) { v, ok := env[key]; return v, ok },
 		Serve: func(_ context.Context, cfg config.Config, log *slog.Logger) error {
 			r.served = &cfg
 			log.Info("serve called")

@@ -77,9 +77,9 @@ func TestCheckWithPolicyFile(t *testing.T) {
 		},
 		{
 			name:     "break-glass by an allowed group",
-			args:     []string{"--config", examplePolicy, "--namespace", "team-a", "--annotation", "ops.image-policy.k8s.io/break-glass=true", "--annotation", "ops.image-policy.k8s.io/ticket=INC-7", "--annotation", "ops.image-policy.k8s.io/expires=2999-01-01T00:00:00Z", "--group", "team-a:oncall", "nginx:1.27"},
-			wantCode: 1, // 2999 is further than maxAge: 24h
-			wantOut:  []string{"denied\t\"nginx:1.27\"\t"},
+			args:     []string{"--config", examplePolicy, "--namespace", "team-a", "--annotation", "ops.image-policy.k8s.io/break-glass=true", "--annotation", "ops.image-policy.k8s.io/ticket=INC-7", "--annotation", "ops.image-policy.k8s.io/expires=2999-01-01T00:00:00Z", "--group", "team-a:oncall", "ghcr.io/acme/app:1.0"},
+			wantCode: 1, // 2999 is further than maxAge: 24h (and a refused break-glass does not stop a rewrite: an image no rule rewrites)
+			wantOut:  []string{"denied\t\"ghcr.io/acme/app:1.0\"\t"},
 		},
 		{
 			name:     "flags override the file's default rule; an empty --registry-mirror turns its rewrites off",
@@ -251,7 +251,7 @@ func TestAuditReadsStandardInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr strings.Builder
-	app := &cli.App{Stdin: strings.NewReader(string(data)), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
+	app := &cli.App{Stdin: strings.NewReader(string(data)), Stdout: &stdout, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }}
 	// The pod's two Docker Hub images are fixed by the example's rewrite:
 	// no finding, so exit 0.
 	if code := app.Run(t.Context(), []string{"audit", "--config", examplePolicy, "-f", "-"}); code != 0 || !strings.Contains(stdout.String(), "0 finding(s) in 1 object(s) with 3 image(s), policy ") ||

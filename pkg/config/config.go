@@ -81,6 +81,11 @@ type PolicyConfig struct {
 	// environment, that override the file's default rule. MarkExplicit sets
 	// them, and only when File is set.
 	FileOverrides policyfile.Overrides
+
+	// emptyWhitelist names the setting that gave the whitelist without an
+	// entry (--registry-whitelist or BOUNCER_REGISTRY_WHITELIST), or is "":
+	// Options and LoadFile refuse it, as it would allow every registry.
+	emptyWhitelist string
 }
 
 // Default returns the settings used when nothing else is said.
@@ -111,30 +116,53 @@ const (
 	EnvRegistryWhitelist = "BOUNCER_REGISTRY_WHITELIST"
 )
 
-// ApplyEnv reads kube-image-bouncer's environment variables through getenv.
-func (c *Config) ApplyEnv(getenv func(string) string) error {
-	if v := getenv(EnvCertificate); v != "" {
+// ApplyEnv reads kube-image-bouncer's environment variables through
+// lookup (os.LookupEnv). Empty variables are ignored, except that
+// BOUNCER_REGISTRY_WHITELIST set without an entry is an error (see
+// [PolicyConfig.ApplyEnv]).
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+	if v, _ := lookup(EnvCertificate); v != "" {
 		c.TLSCertFile = v
 	}
-	if v := getenv(EnvKey); v != "" {
+	if v, _ := lookup(EnvKey); v != "" {
 		c.TLSKeyFile = v
 	}
-	if v := getenv(EnvPort); v != "" {
+	if v, _ := lookup(EnvPort); v != "" {
 		port, err := strconv.Atoi(v)
 		if err != nil {
 			return fmt.Errorf("%s=%q: not a port number", EnvPort, v)
 		}
 		c.Port = port
 	}
-	return c.Policy.ApplyEnv(getenv)
+	return c.Policy.ApplyEnv(lookup)
 }
 
-// ApplyEnv reads BOUNCER_REGISTRY_WHITELIST through getenv.
-func (p *PolicyConfig) ApplyEnv(getenv func(string) string) error {
-	if v := getenv(EnvRegistryWhitelist); v != "" {
-		p.RegistryWhitelist = SplitList(v)
+// ApplyEnv reads BOUNCER_REGISTRY_WHITELIST through lookup
+// (os.LookupEnv). Set but without an entry (an unset templating variable,
+// say), it makes Options and LoadFile fail rather than allow every
+// registry; a --registry-whitelist flag given after it still wins.
+func (p *PolicyConfig) ApplyEnv(lookup func(string) (string, bool)) error {
+	v, ok := lookup(EnvRegistryWhitelist)
+	if !ok {
+		return nil
+	}
+	if p.RegistryWhitelist = SplitList(v); len(p.RegistryWhitelist) == 0 {
+		p.emptyWhitelist = EnvRegistryWhitelist
 	}
 	return nil
+}
+
+// whitelistError refuses a whitelist given explicitly without an entry:
+// allowing every registry must be said by leaving the setting out.
+func (p PolicyConfig) whitelistError() error {
+	switch p.emptyWhitelist {
+	case "":
+		return nil
+	case EnvRegistryWhitelist:
+		return errors.New(EnvRegistryWhitelist + " is set but empty: that would allow images from every registry; list the allowed registries in it, or unset it (and leave allowedRegistries out of the policy file) to allow every registry deliberately")
+	default:
+		return errors.New("--registry-whitelist is empty: that would allow images from every registry; list the allowed registries, or leave the flag out (and allowedRegistries out of the policy file) to allow every registry deliberately")
+	}
 }
 
 // AddServeFlags registers the server flags, including kube-image-bouncer's
@@ -161,7 +189,7 @@ func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
 // AddFlags registers the policy flags shared by serve and check.
 func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&p.RegistryWhitelist, "registry-whitelist", p.RegistryWhitelist,
-		"allowed registries (host[:port]) and repository paths (host[:port]/path), comma-separated and repeatable; empty allows every registry")
+		"allowed registries (host[:port]) and repository paths (host[:port]/path), comma-separated and repeatable; leave it out to allow every registry (given empty, it is an error)")
 	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
 	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
@@ -172,14 +200,21 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 
 // MarkExplicit records, when a policy file is set, which policy settings
 // were given explicitly (flags in fs, or BOUNCER_REGISTRY_WHITELIST through
-// getenv), so they override the file's default rule and nothing else does.
-// Call it after parsing fs.
-func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, getenv func(string) string) {
+// lookup), so they override the file's default rule and nothing else does.
+// With or without a file, it records a --registry-whitelist given without
+// an entry, which Options and LoadFile then refuse. Call it after parsing fs.
+func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (string, bool)) {
+	if fs.Changed("registry-whitelist") { // the flag replaces the variable
+		p.emptyWhitelist = ""
+		if len(SplitList(strings.Join(p.RegistryWhitelist, ","))) == 0 {
+			p.emptyWhitelist = "--registry-whitelist"
+		}
+	}
 	if p.File == "" {
 		return
 	}
 	o := policyfile.Overrides{}
-	if fs.Changed("registry-whitelist") || getenv(EnvRegistryWhitelist) != "" {
+	if _, set := lookup(EnvRegistryWhitelist); set || fs.Changed("registry-whitelist") {
 		list := SplitList(strings.Join(p.RegistryWhitelist, ","))
 		o.RegistryWhitelist = &list
 	}
@@ -205,6 +240,9 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, getenv func(string) strin
 // LoadFile reads and compiles the policy file with the explicit settings
 // applied to its default rule.
 func (p PolicyConfig) LoadFile() (*policyfile.Loaded, error) {
+	if err := p.whitelistError(); err != nil {
+		return nil, err
+	}
 	if p.FileOverrides.RegistryMirrors != nil {
 		if _, err := ParseMirrors(p.RegistryMirrors); err != nil {
 			return nil, err
@@ -231,6 +269,9 @@ func ParseMirrors(values []string) ([]rewrite.Rule, error) {
 
 // Options compiles the policy settings into policy options.
 func (p PolicyConfig) Options() (policy.Options, error) {
+	if err := p.whitelistError(); err != nil {
+		return policy.Options{}, err
+	}
 	mode, err := policy.ParseMode(p.Mode)
 	if err != nil {
 		return policy.Options{}, fmt.Errorf("--mode: %w", err)

@@ -14,10 +14,10 @@ import (
 	"github.com/imagegate/imagegate/pkg/policy"
 )
 
-// envFunc turns a map into a getenv, so tests never read the process's
+// envFunc turns a map into a lookup, so tests never read the process's
 // environment and can run in parallel.
-func envFunc(env map[string]string) func(string) string {
-	return func(key string) string { return env[key] }
+func envFunc(env map[string]string) func(string) (string, bool) {
+	return func(key string) (string, bool) { v, ok := env[key]; return v, ok }
 }
 
 // load builds a Config the way `imagegate serve` does: defaults, then the
@@ -102,8 +102,9 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			}),
 		},
 		{
-			name: "empty variables are ignored",
-			env:  map[string]string{"BOUNCER_CERTIFICATE": "", "BOUNCER_KEY": "", "BOUNCER_PORT": "", "BOUNCER_REGISTRY_WHITELIST": ""},
+			// An empty whitelist is refused: TestAnEmptyRegistryWhitelistFailsClosed.
+			name: "other empty variables are ignored",
+			env:  map[string]string{"BOUNCER_CERTIFICATE": "", "BOUNCER_KEY": "", "BOUNCER_PORT": ""},
 			want: config.Default(),
 		},
 		{
@@ -321,11 +322,6 @@ func TestOptionsTrimsTheWhitelistAndCarriesThePolicy(t *testing.T) {
 			},
 		},
 		{
-			name: "a whitelist of blanks is no whitelist",
-			args: []string{"--registry-whitelist= , "},
-			want: policy.Options{RejectLatest: true, AllowBreakGlass: true, Mode: policy.ModeEnforce},
-		},
-		{
 			name: "switches and mode are carried over",
 			args: []string{"--reject-latest=false", "--allow-break-glass=false", "--mode=warn"},
 			want: policy.Options{Mode: policy.ModeWarn},
@@ -489,6 +485,75 @@ func TestValidateReportsEveryBrokenSettingAtOnce(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate(): got %q, want it to mention %s", err, want)
 		}
+	}
+}
+
+// A whitelist given without an entry, such as an unset templating
+// variable, would turn the registry check off: serve refuses to start, with
+// or without a policy file, and leaving the setting out still allows every
+// registry.
+func TestAnEmptyRegistryWhitelistFailsClosed(t *testing.T) {
+	t.Parallel()
+	const (
+		flagErr = "--registry-whitelist is empty: that would allow images from every registry; list the allowed registries, or leave the flag out (and allowedRegistries out of the policy file) to allow every registry deliberately"
+		envErr  = "BOUNCER_REGISTRY_WHITELIST is set but empty: that would allow images from every registry; list the allowed registries in it, or unset it (and leave allowedRegistries out of the policy file) to allow every registry deliberately"
+	)
+	tests := []struct {
+		name string
+		// env is the process environment, read with os.LookupEnv's
+		// semantics; args the serve flags after the TLS files.
+		env  map[string]string
+		args []string
+		// wantErr is the error, "" for none.
+		wantErr string
+	}{
+		{name: "an empty flag", args: []string{"--registry-whitelist="}, wantErr: flagErr},
+		{name: "a flag of separators and blanks", args: []string{"--registry-whitelist= , ,"}, wantErr: flagErr},
+		{name: "an empty flag given twice", args: []string{"--registry-whitelist=", "--registry-whitelist=,"}, wantErr: flagErr},
+		{name: "an empty flag with a policy file", args: []string{"--config=policy.yaml", "--registry-whitelist="}, wantErr: flagErr},
+		{name: "an empty flag beats a variable with entries", env: map[string]string{"BOUNCER_REGISTRY_WHITELIST": "registry.my.com"}, args: []string{"--registry-whitelist="}, wantErr: flagErr},
+		{name: "a variable set but empty", env: map[string]string{"BOUNCER_REGISTRY_WHITELIST": ""}, wantErr: envErr},
+		{name: "a variable of separators and blanks", env: map[string]string{"BOUNCER_REGISTRY_WHITELIST": " , "}, wantErr: envErr},
+		{name: "a variable set but empty with a policy file", env: map[string]string{"BOUNCER_REGISTRY_WHITELIST": ""}, args: []string{"--config=policy.yaml"}, wantErr: envErr},
+		{name: "a flag with entries beats an empty variable", env: map[string]string{"BOUNCER_REGISTRY_WHITELIST": ""}, args: []string{"--registry-whitelist=registry.my.com"}},
+		{name: "an empty flag beside one with an entry", args: []string{"--registry-whitelist=", "--registry-whitelist=registry.my.com"}},
+		{name: "leaving the flag and the variable out allows every registry", args: nil},
+		{name: "leaving them out with a policy file", args: []string{"--config=policy.yaml"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := config.Default()
+			if err := c.ApplyEnv(envFunc(tc.env)); err != nil {
+				t.Fatal(err)
+			}
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			c.AddServeFlags(fs)
+			if err := fs.Parse(append([]string{"--tls-cert-file=tls.crt", "--tls-key-file=tls.key"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			c.Policy.MarkExplicit(fs, envFunc(tc.env))
+			err := c.Validate()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate(): got %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("Validate(): got %v, want an error containing %q", err, tc.wantErr)
+			}
+			// check and audit compile the policy without Validate: they
+			// refuse it too, before reading any file.
+			if c.Policy.File != "" {
+				_, err = c.Policy.LoadFile()
+			} else {
+				_, err = c.Policy.Options()
+			}
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("compiling the policy: got %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }
 

@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -17,8 +20,11 @@ const (
 	breakGlassValue  = "break-glass"
 	ticketName       = "ticket"
 	expiresName      = "expires"
-	// maxTicketLen bounds what an annotation can push into audit logs.
-	maxTicketLen = 128
+	// maxTicketLen, maxExpiresLen and maxTickets bound what annotations
+	// can push into reasons, logs and audit annotations.
+	maxTicketLen  = 128
+	maxExpiresLen = 64
+	maxTickets    = 4
 )
 
 var (
@@ -43,8 +49,14 @@ type BreakGlass struct {
 	Expires []string
 }
 
-// Ticket joins the tickets with ",", or returns "" when there are none.
-func (b BreakGlass) Ticket() string { return strings.Join(b.Tickets, ",") }
+// Ticket joins the tickets with ",", the first four and then how many
+// more there are, or returns "" when there are none.
+func (b BreakGlass) Ticket() string {
+	if len(b.Tickets) <= maxTickets {
+		return strings.Join(b.Tickets, ",")
+	}
+	return fmt.Sprintf("%s,... (%d more)", strings.Join(b.Tickets[:maxTickets], ","), len(b.Tickets)-maxTickets)
+}
 
 func (b BreakGlass) ticketSuffix() string {
 	if len(b.Tickets) == 0 {
@@ -66,6 +78,16 @@ func (b BreakGlass) ticketSuffix() string {
 // request in time (see [BreakGlassOptions.MaxAge]). Anything else, such
 // as a bare "image-policy.k8s.io/" key or "x.image-policy.k8s.io.evil.com/",
 // is ignored.
+//
+// Tickets and expiries are free text that reasons, logs and audit
+// annotations echo, so each is made single-line and printable first:
+// blanks, control and invisible characters around it are trimmed, any
+// other space becomes ' ', and every other rune that does not print
+// (newlines, control characters, zero-width and other format characters,
+// invalid UTF-8) becomes U+FFFD. A ticket is then cut to 128 bytes and an
+// expiry to 64, ending in "..." when cut. A ticket without a visible
+// character (a letter, digit, punctuation or symbol), such as one made of
+// zero-width spaces, is no ticket.
 func ParseBreakGlass(annotations map[string]string) BreakGlass {
 	var b BreakGlass
 	var tickets []string
@@ -81,11 +103,11 @@ func ParseBreakGlass(annotations map[string]string) BreakGlass {
 				b.Keys = append(b.Keys, key)
 			}
 		case name == ticketName && value != breakGlassValue:
-			if t := strings.TrimSpace(value); t != "" {
-				tickets = append(tickets, truncate(t, maxTicketLen))
+			if t := strings.TrimFunc(value, blank); strings.IndexFunc(t, visible) >= 0 {
+				tickets = append(tickets, printable(t, maxTicketLen))
 			}
 		case name == expiresName && value != breakGlassValue:
-			b.Expires = append(b.Expires, truncate(strings.TrimSpace(value), 64))
+			b.Expires = append(b.Expires, printable(strings.TrimFunc(value, blank), maxExpiresLen))
 		case value == breakGlassValue:
 			b.Requested = true
 			b.Keys = append(b.Keys, key)
@@ -115,6 +137,38 @@ func breakGlassKeyName(key string) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// blank reports whether r shows nothing: a space, a control character or
+// an invisible one.
+func blank(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || invisible(r) }
+
+// invisible reports whether r is a character that prints as nothing:
+// format characters such as U+200B, and the fillers, joiners and
+// variation selectors Unicode says to ignore.
+func invisible(r rune) bool {
+	return unicode.In(r, unicode.Cf, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) || r == '\u2800'
+}
+
+// visible reports whether r is a letter, digit, punctuation or symbol that
+// prints as something; invalid UTF-8 decodes as utf8.RuneError and is not.
+func visible(r rune) bool {
+	return unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) && !invisible(r) && r != utf8.RuneError
+}
+
+// printable makes s single-line and printable, every space a ' ' and every
+// rune that does not print U+FFFD, then cuts it to n bytes.
+func printable(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case unicode.Is(unicode.Zs, r):
+			return ' '
+		case !strconv.IsPrint(r) || invisible(r):
+			return utf8.RuneError
+		}
+		return r
+	}, s)
+	return truncate(s, n)
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

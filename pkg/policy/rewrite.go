@@ -14,10 +14,14 @@ import (
 type RewritePlan struct {
 	// RuleName is the rule whose rewrites applied.
 	RuleName string
-	// BreakGlass is set when the pod asks for break-glass under a rule that
-	// honours it. Nothing is rewritten then: break-glass is for the night
-	// the approved registry, which is where the mirror lives, cannot serve,
-	// and the validating path audits the override as always.
+	// BreakGlass is set when the pod asks for break-glass and the rule
+	// would honour it: the rule enables break-glass and does not refuse
+	// this request (a missing ticket, a user not allowed, an expiry passed,
+	// missing or malformed). Nothing is rewritten then: break-glass is for
+	// the night the approved registry, which is where the mirror lives,
+	// cannot serve, and the validating path audits the override as always.
+	// A break-glass the rule would refuse changes nothing, so the images
+	// are rewritten as any others.
 	BreakGlass bool
 	// Results has one entry per image of the input, in its order.
 	Results []rewrite.Result
@@ -38,15 +42,17 @@ func (rp *RewritePlan) Changed() bool {
 func (p *Policy) HasRewrites() bool { return p.rewrites }
 
 // Rewrite applies the rewrite rules of the rule that judges in.Namespace
-// to every image of in. A pod whose annotations ask for break-glass under
-// a rule that honours it is not rewritten (see [RewritePlan.BreakGlass]).
+// to every image of in. A pod whose annotations ask for break-glass that
+// the rule would honour for in (its user, groups and time included) is
+// not rewritten (see [RewritePlan.BreakGlass]).
 // Images the rules do not match, and images that do not parse, are left
 // alone: the policy judges them as they are.
 func (p *Policy) Rewrite(in Input) RewritePlan {
 	r, _ := p.ruleFor(in.Namespace)
 	plan := RewritePlan{RuleName: r.name, Results: make([]rewrite.Result, len(in.Images))}
-	if r.rewriter.Len() > 0 && r.breakGlass.Enabled && ParseBreakGlass(in.Annotations).Requested {
-		plan.BreakGlass = true
+	if r.rewriter.Len() > 0 && r.breakGlass.Enabled {
+		bg := ParseBreakGlass(in.Annotations)
+		plan.BreakGlass = bg.Requested && r.breakGlassRefusal(bg, in) == ""
 	}
 	for i, img := range in.Images {
 		if plan.BreakGlass {
