@@ -43,6 +43,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/imagegate/imagegate/pkg/policy"
 )
@@ -547,27 +548,41 @@ func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decis
 	judge, err := input(review.Request, objs, in)
 	switch {
 	case err != nil:
-		unreadable(p, err, d)
+		*d = p.Refuse(in.Namespace, err.Error())
 	case judge:
 		*d = p.Evaluate(*in)
 	default:
-		d.Allowed, d.Outcome, d.Mode = true, policy.OutcomeAllowed, p.Mode()
+		*d = p.Pass(in.Namespace)
 	}
 	return NewResponse(review, d), nil
 }
 
-// unreadable denies a request imagegate cannot read. It is reported as the
-// policy's "no images" violation: there is no image imagegate could allow.
-func unreadable(p *policy.Policy, err error, d *policy.Decision) {
-	*d = policy.Decision{
-		Allowed: false,
-		Outcome: policy.OutcomeDenied,
-		Mode:    p.Mode(),
-		Violations: []policy.Violation{{
-			Rule:    policy.RuleNoImages,
-			Message: err.Error(),
-		}},
+// Refuse answers an AdmissionReview that imagegate could not read whole
+// (it is larger than the server reads, or arrived while the server was at
+// its memory budget) from the start of its body, where the apiserver
+// writes the version and the request's uid and namespace: a denial saying
+// why, in the version sent, so the apiserver gets a verdict rather than an
+// error its failurePolicy would resolve. ok is false when the start of the
+// body is not an AdmissionReview's with a uid.
+func Refuse(p *policy.Policy, prefix []byte, why string, d *policy.Decision) (resp Response, ok bool) {
+	review, ok := sniff(prefix)
+	if !ok {
+		return Response{}, false
 	}
+	*d = p.Refuse(review.Request.Namespace, why)
+	return NewResponse(review, d), true
+}
+
+// sniff reads what a reply needs from the start of a review's body.
+func sniff(prefix []byte) (*admissionv1.AdmissionReview, bool) {
+	head := wirejson.Sniff(prefix, "apiVersion", "kind", "request.uid", "request.namespace")
+	if checkType(metav1.TypeMeta{APIVersion: head["apiVersion"], Kind: head["kind"]}) != nil || head["request.uid"] == "" {
+		return nil, false
+	}
+	return &admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: head["apiVersion"], Kind: Kind},
+		Request:  &admissionv1.AdmissionRequest{UID: types.UID(head["request.uid"]), Namespace: head["request.namespace"]},
+	}, true
 }
 
 // PodTemplate decodes raw, an object of kind k, and returns the template of

@@ -136,21 +136,21 @@ var allImages = []policy.Image{
 
 func TestInputReadsEveryKind(t *testing.T) {
 	t.Parallel()
-	tmpl := `{"metadata":{"annotations":{"from":"template"}},"spec":` + podSpec + `}`
-	workload := `"metadata":{"annotations":{"from":"workload"}},"spec":{"template":` + tmpl + `}}`
+	tmpl := `{"metadata":{"annotations":{"x.image-policy.k8s.io/from":"template"}},"spec":` + podSpec + `}`
+	workload := `"metadata":{"annotations":{"x.image-policy.k8s.io/from":"workload"}},"spec":{"template":` + tmpl + `}}`
 	tests := []struct {
 		group, kind string
 		object      string // the whole object
 	}{
-		{kind: "Pod", object: `{"metadata":{"annotations":{"from":"template"}},"spec":` + podSpec + `}`},
-		{kind: "PodTemplate", object: `{"metadata":{"annotations":{"from":"workload"}},"template":` + tmpl + `}`},
+		{kind: "Pod", object: `{"metadata":{"annotations":{"x.image-policy.k8s.io/from":"template"}},"spec":` + podSpec + `}`},
+		{kind: "PodTemplate", object: `{"metadata":{"annotations":{"x.image-policy.k8s.io/from":"workload"}},"template":` + tmpl + `}`},
 		{kind: "ReplicationController", object: `{` + workload},
 		{group: "apps", kind: "Deployment", object: `{` + workload},
 		{group: "apps", kind: "ReplicaSet", object: `{` + workload},
 		{group: "apps", kind: "StatefulSet", object: `{` + workload},
 		{group: "apps", kind: "DaemonSet", object: `{` + workload},
 		{group: "batch", kind: "Job", object: `{` + workload},
-		{group: "batch", kind: "CronJob", object: `{"metadata":{"annotations":{"from":"workload"}},"spec":{"jobTemplate":{"spec":{"template":` + tmpl + `}}}}`},
+		{group: "batch", kind: "CronJob", object: `{"metadata":{"annotations":{"x.image-policy.k8s.io/from":"workload"}},"spec":{"jobTemplate":{"spec":{"template":` + tmpl + `}}}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.kind, func(t *testing.T) {
@@ -168,7 +168,7 @@ func TestInputReadsEveryKind(t *testing.T) {
 					t.Errorf("%s: images = %+v\nwant %+v", version, in.Images, allImages)
 				}
 				// Break-glass is read where the pods carry it.
-				if in.Namespace != "team-a" || in.Annotations["from"] != "template" {
+				if in.Namespace != "team-a" || in.Annotations["x.image-policy.k8s.io/from"] != "template" {
 					t.Errorf("%s: namespace %q, annotations %v; want team-a and the pod template's", version, in.Namespace, in.Annotations)
 				}
 			}

@@ -83,11 +83,11 @@ func reviewDecoded(p *policy.Policy, body []byte) (policy.Input, policy.Decision
 	var d policy.Decision
 	switch {
 	case err != nil:
-		unreadable(p, err, &d)
+		d = p.Refuse(in.Namespace, err.Error())
 	case judge:
 		d = p.Evaluate(in)
 	default:
-		d = policy.Decision{Allowed: true, Outcome: policy.OutcomeAllowed, Mode: p.Mode()}
+		d = p.Pass(in.Namespace)
 	}
 	return in, d, NewResponse(review, &d), nil
 }
@@ -244,7 +244,7 @@ func FuzzLeanObject(f *testing.F) {
 	for _, obj := range []string{
 		`{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"a":"b"}},"spec":{"initContainers":[{"name":"i","image":"i:1"}],"containers":[{"name":"a","image":"a:1"}],"ephemeralContainers":[],"volumes":[{"name":"v","image":{"reference":"v:1"}},{"name":"w","image":null}]}}`,
 		`{"template":{"metadata":{},"spec":{"containers":[null]}},"spec":{"template":null,"jobTemplate":{"spec":{"template":{"spec":{}}}}}}`,
-		`{"spec":{"template":{"metadata":{"annotations":{"x.image-policy.k8s.io/break-glass":"true"}},"spec":{"containers":[{"name":"a","image":"a:1","Image":"b:2"}]}}}}`,
+		`{"spec":{"template":{"metadata":{"annotations":{"x.image-policy.k8s.io/break-glass":"true","big":"<<<<","imagegate.dev/original-images":"{}"}},"spec":{"containers":[{"name":"a","image":"a:1","Image":"b:2"}]}}}}`,
 		`{"spec":{"Containers":[],"containers":[{"image":"a:1","image":"b:2"}]}}`, `null`, `[]`, `{"spec":{"replicas":"x"}}`,
 	} {
 		for _, kind := range []uint8{0, 3, 8} {
@@ -270,8 +270,18 @@ func FuzzLeanObject(f *testing.F) {
 		}
 		got := leanPod(templates[k], lean)
 		want := pod{images: images(tmpl)}
-		if tmpl != nil {
-			want.annotations = tmpl.Annotations
+		if tmpl != nil && tmpl.Annotations != nil {
+			// The lean types keep only the annotations imagegate reads.
+			want.annotations = maps.Collect(func(yield func(string, string) bool) {
+				for k, v := range tmpl.Annotations {
+					if (strings.Contains(k, breakGlassKeyPart) || k == AnnotationOriginalImages) && !yield(k, v) {
+						return
+					}
+				}
+			})
+			if want.annotations == nil {
+				want.annotations = map[string]string{}
+			}
 		}
 		if !slices.Equal(got.images, want.images) || !maps.Equal(got.annotations, want.annotations) {
 			t.Fatalf("%s %q:\nlean  %+v\ntyped %+v", k.Kind, raw, got, want)

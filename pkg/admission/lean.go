@@ -2,6 +2,9 @@ package admission
 
 import (
 	"fmt"
+	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/imagegate/imagegate/pkg/wirejson"
 
@@ -49,7 +52,56 @@ type leanPodSpec struct {
 // leanMeta is an object's metadata. Whether it and its annotations are
 // there at all matters to a patch that adds an annotation.
 type leanMeta struct {
-	Annotations map[string]string `json:"annotations"`
+	Annotations leanAnnotations `json:"annotations"`
+}
+
+// leanAnnotations keeps only the annotations imagegate reads: break-glass
+// keys (a superset: every key ParseBreakGlass could accept contains
+// breakGlassKeyPart) and the original images. The rest are checked to be
+// strings, as the apiserver requires, and skipped, so a pod carrying
+// megabytes of other annotations costs a review no memory beyond its body.
+type leanAnnotations map[string]string
+
+const breakGlassKeyPart = ".image-policy.k8s.io/"
+
+// UnmarshalJSONFrom reads an annotations object, or null.
+func (a *leanAnnotations) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	tok, err := dec.ReadToken()
+	switch {
+	case err != nil:
+		return err
+	case tok.Kind() == 'n':
+		*a = nil
+		return nil
+	case tok.Kind() != '{':
+		return fmt.Errorf("annotations: want an object, got %v", tok.Kind())
+	}
+	if *a == nil {
+		*a = leanAnnotations{}
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		key := name.String()
+		if k := dec.PeekKind(); k != '"' {
+			return fmt.Errorf("annotation %q: want a string, got %v", key, k)
+		}
+		if !strings.Contains(key, breakGlassKeyPart) && key != AnnotationOriginalImages {
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+			continue
+		}
+		value, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		(*a)[key] = value.String()
+	}
+	_, err = dec.ReadToken()
+	return err
 }
 
 type leanTemplate struct {

@@ -112,6 +112,21 @@ func Mutate(p *policy.Policy, body []byte) (Mutation, Response, error) {
 	return m, Response{APIVersion: review.APIVersion, Kind: Kind, Response: resp}, nil
 }
 
+// MutateUnread answers, from the start of its body, a mutate review that
+// imagegate could not read whole (see [Refuse]): allowed unchanged, with a
+// warning, as any request the mutating webhook cannot read. ok is false
+// when the start of the body is not an AdmissionReview's with a uid.
+func MutateUnread(prefix []byte, why string) (Mutation, Response, bool) {
+	review, ok := sniff(prefix)
+	if !ok {
+		return Mutation{}, Response{}, false
+	}
+	m := Mutation{Unreadable: errors.New(why)}
+	m.Input.Namespace = review.Request.Namespace
+	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true, Warnings: mutationWarnings(&m)}
+	return m, Response{APIVersion: review.APIVersion, Kind: Kind, Response: resp}, true
+}
+
 func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestObjects) (Mutation, []byte) {
 	var m Mutation
 	if req == nil {
@@ -119,6 +134,9 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 		return m, nil
 	}
 	m.Input.Namespace, m.Kind, m.Name = req.Namespace, req.Kind.Kind, req.Name
+	// Who asks decides whether break-glass would be honoured, and with it
+	// whether the images are left as written.
+	m.Input.User, m.Input.Groups = req.UserInfo.Username, req.UserInfo.Groups
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return m, nil
 	}
@@ -150,6 +168,10 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 		}
 		oldTmpl, _ = pick(old)
 		refs = newImageRefs(refs, oldTmpl)
+	}
+	if len(refs) > policy.MaxImages { // the validating path denies it whole
+		m.Unreadable = fmt.Errorf("the request lists %d images, more than the %d imagegate reads in one review", len(refs), policy.MaxImages)
+		return m, nil
 	}
 	for _, r := range refs {
 		m.Input.Images = append(m.Input.Images, r.Image)

@@ -137,3 +137,17 @@ func decodeInto(body []byte, in *policy.Input) error {
 	*in = Input(review)
 	return nil
 }
+
+// Refuse answers an ImageReview that imagegate could not read whole (it is
+// larger than the server reads, or arrived while the server was at its
+// memory budget) from the start of its body: a denial saying why, so the
+// apiserver gets a verdict rather than an error its defaultAllow would
+// resolve. ok is false when the start of the body is not an ImageReview's.
+func Refuse(p *policy.Policy, prefix []byte, why string, d *policy.Decision) (resp Response, ok bool) {
+	head := wirejson.Sniff(prefix, "apiVersion", "kind")
+	if head["apiVersion"] != APIVersion || head["kind"] != Kind {
+		return Response{}, false
+	}
+	*d = p.Refuse("", why) // the namespace comes after the images
+	return NewResponse(d), true
+}

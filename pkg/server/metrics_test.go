@@ -116,12 +116,16 @@ imagegate_violations_total{endpoint="image-policy",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="image-policy",rule="latest-tag"} 1
 imagegate_violations_total{endpoint="image-policy",rule="no-images"} 0
 imagegate_violations_total{endpoint="image-policy",rule="registry"} 3
+imagegate_violations_total{endpoint="image-policy",rule="too-many-images"} 0
+imagegate_violations_total{endpoint="image-policy",rule="unreadable-request"} 0
 imagegate_violations_total{endpoint="validate",rule="denied-repository"} 0
 imagegate_violations_total{endpoint="validate",rule="digest-required"} 0
 imagegate_violations_total{endpoint="validate",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="validate",rule="latest-tag"} 2
 imagegate_violations_total{endpoint="validate",rule="no-images"} 0
 imagegate_violations_total{endpoint="validate",rule="registry"} 2
+imagegate_violations_total{endpoint="validate",rule="too-many-images"} 0
+imagegate_violations_total{endpoint="validate",rule="unreadable-request"} 0
 `
 	if err := testutil.ScrapeAndCompare(base+server.PathMetrics, strings.NewReader(want), "imagegate_reviews_total", "imagegate_violations_total"); err != nil {
 		t.Error(err)

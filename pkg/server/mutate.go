@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -24,17 +25,30 @@ const PathMutate = "/mutate"
 func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	const endpoint = metrics.EndpointMutate
 	start := time.Now()
-	buf := s.readBody(w, r, endpoint, start)
-	if buf == nil {
+	b, err := s.readBody(w, r, endpoint, start)
+	if b == nil {
 		return
 	}
-	defer putBuffer(buf)
+	defer b.release()
 	p := s.policy.Load()
-	m, resp, err := admission.Mutate(p, buf.Bytes())
-	if err != nil {
-		s.reject(w, endpoint, http.StatusBadRequest, err.Error())
-		s.rec.ReviewError(endpoint, time.Since(start))
+	var m admission.Mutation
+	var resp admission.Response
+	switch {
+	case errors.Is(err, errTooLarge) || errors.Is(err, errOverloaded):
+		var ok bool
+		if m, resp, ok = admission.MutateUnread(b.Bytes(), err.Error()); !ok {
+			s.unanswerable(w, endpoint, start, err)
+			return
+		}
+	case r.Context().Err() != nil:
+		s.rec.ReviewError(endpoint, time.Since(start)) // the caller has gone: nobody to answer
 		return
+	default:
+		if m, resp, err = admission.Mutate(p, b.Bytes()); err != nil {
+			s.reject(w, endpoint, http.StatusBadRequest, err.Error())
+			s.rec.ReviewError(endpoint, time.Since(start))
+			return
+		}
 	}
 	out, err := json.Marshal(resp)
 	if err != nil { // the reply holds only strings, bools and bytes

@@ -32,10 +32,6 @@ import (
 	"github.com/imagegate/imagegate/pkg/policy"
 )
 
-// MaxRequestBytes bounds a review body. The apiserver's own request limit is
-// 3 MiB, and a pod spec cannot grow an ImageReview beyond that.
-const MaxRequestBytes = 3 << 20
-
 // Paths the server answers on. /image_policy and / are kube-image-bouncer's
 // paths for ImageReviews and AdmissionReviews, kept so imagegate is a drop-in
 // replacement.
@@ -64,6 +60,7 @@ type Server struct {
 	log    *slog.Logger
 	certs  *certs.Reloader
 	rec    *metrics.Recorder
+	budget *bodyBudget
 	// draining is set once shutdown starts, so /readyz sends the Service's
 	// traffic to other replicas while in-flight reviews finish.
 	draining atomic.Bool
@@ -82,7 +79,7 @@ func WithMetrics(rec *metrics.Recorder) Option {
 // New loads the TLS material named in cfg and returns a server that judges
 // with whatever policy p holds at the time of each request.
 func New(cfg config.Config, p *atomic.Pointer[policy.Policy], log *slog.Logger, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, policy: p, log: log}
+	s := &Server{cfg: cfg, policy: p, log: log, budget: newBodyBudget()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -120,15 +117,16 @@ func (s *Server) Handler() http.Handler {
 	})
 	// --request-timeout bounds reading a review (the server's ReadTimeout)
 	// and writing its answer (WriteTimeout); in between a review does no
-	// I/O, only bounded computation on a body of at most MaxRequestBytes, so
-	// it runs on the connection's goroutine. http.TimeoutHandler would start
-	// another goroutine per review, grow its stack again for the JSON
-	// decoder and buffer the reply: a third of the cost of a small review,
-	// to time out work that cannot block.
-	imagePolicy := s.review(metrics.EndpointImagePolicy, reviewImage)
+	// I/O, only computation linear in a body of at most MaxRequestBytes and
+	// at most policy.MaxImages images, so it runs on the connection's
+	// goroutine. http.TimeoutHandler would start another goroutine per
+	// review, grow its stack again for the JSON decoder and buffer the
+	// reply: a third of the cost of a small review, to time out work that
+	// cannot block.
+	imagePolicy := s.review(metrics.EndpointImagePolicy, reviewImage, refuseImage)
 	r.Method(http.MethodPost, PathImagePolicy, imagePolicy)
 	r.Method(http.MethodPost, PathImagePolicyBouncer, imagePolicy)
-	validate := s.review(metrics.EndpointValidate, reviewAdmission)
+	validate := s.review(metrics.EndpointValidate, reviewAdmission, refuseAdmission)
 	r.Method(http.MethodPost, PathValidate, validate)
 	r.Method(http.MethodPost, PathValidateBouncer, validate)
 	r.Method(http.MethodPost, PathMutate, http.HandlerFunc(s.mutate))
@@ -216,24 +214,51 @@ func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) error {
 	return r.encode(resp)
 }
 
-func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
+// refuseFunc is an adapter's answer to a body that was not read whole:
+// from its start, a denial in the review's own format. It fills r as a
+// reviewFunc does, or returns false when the start is not that kind of
+// review.
+type refuseFunc func(p *policy.Policy, prefix []byte, why string, r *reviewed) bool
+
+func refuseImage(p *policy.Policy, prefix []byte, why string, r *reviewed) bool {
+	resp, ok := imagereview.Refuse(p, prefix, why, &r.d)
+	return ok && r.encode(resp) == nil
+}
+
+func refuseAdmission(p *policy.Policy, prefix []byte, why string, r *reviewed) bool {
+	resp, ok := admission.Refuse(p, prefix, why, &r.d)
+	return ok && r.encode(resp) == nil
+}
+
+func (s *Server) review(endpoint string, fn reviewFunc, refuse refuseFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		buf := s.readBody(w, r, endpoint, start)
-		if buf == nil {
+		b, err := s.readBody(w, r, endpoint, start)
+		if b == nil {
 			return
 		}
-		defer putBuffer(buf)
+		defer b.release()
 		p := s.policy.Load()
 		var res reviewed
-		if err := fn(p, buf.Bytes(), &res); err != nil {
-			code := http.StatusBadRequest
-			if errors.As(err, new(encodeError)) {
-				code = http.StatusInternalServerError
+		switch {
+		case errors.Is(err, errTooLarge) || errors.Is(err, errOverloaded):
+			if !refuse(p, b.Bytes(), err.Error(), &res) {
+				s.unanswerable(w, endpoint, start, err)
+				return
 			}
-			s.reject(w, endpoint, code, err.Error())
-			s.rec.ReviewError(endpoint, time.Since(start))
+		case r.Context().Err() != nil:
+			s.rec.ReviewError(endpoint, time.Since(start)) // the caller has gone: nobody to answer
 			return
+		default:
+			if err := fn(p, b.Bytes(), &res); err != nil {
+				code := http.StatusBadRequest
+				if errors.As(err, new(encodeError)) {
+					code = http.StatusInternalServerError
+				}
+				s.reject(w, endpoint, code, err.Error())
+				s.rec.ReviewError(endpoint, time.Since(start))
+				return
+			}
 		}
 		s.logDecision(r.Context(), endpoint, p, &res.in, &res.d)
 		w.Header().Set("Content-Type", "application/json")
@@ -242,46 +267,42 @@ func (s *Server) review(endpoint string, fn reviewFunc) http.HandlerFunc {
 	}
 }
 
-// readBody reads a review's body into a pooled buffer, which the caller
-// returns with putBuffer. A body that is not JSON, too large or cut short
-// is answered here, and readBody returns nil.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, endpoint string, start time.Time) *bytes.Buffer {
+// readBody reads a review's body under the budget; the caller releases
+// it. A body that is not JSON, or whose reading failed for another reason
+// than errTooLarge or errOverloaded, is answered here, and readBody returns
+// nil. On those two errors what was read is the start of the body, and the
+// rest has been read and dropped, so the caller can answer it.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, endpoint string, start time.Time) (*body, error) {
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		s.reject(w, endpoint, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
 		s.rec.ReviewError(endpoint, time.Since(start))
-		return nil
+		return nil, nil
 	}
-	buf := getBuffer()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxRequestBytes)); err != nil {
-		putBuffer(buf)
-		code, msg := http.StatusBadRequest, fmt.Sprintf("read request body: %v", err)
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			code, msg = http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxRequestBytes)
-		}
-		s.reject(w, endpoint, code, msg)
-		s.rec.ReviewError(endpoint, time.Since(start))
-		return nil
+	ctx, cancel := context.WithTimeout(r.Context(), min(MaxBudgetWait, s.cfg.RequestTimeout))
+	defer cancel()
+	b, err := s.budget.read(ctx, r.Body, r.ContentLength)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, errTooLarge) || errors.Is(err, errOverloaded):
+		discard(r.Body, 4*MaxRequestBytes)
+		return b, err
 	}
-	return buf
+	b.release()
+	s.reject(w, endpoint, http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
+	s.rec.ReviewError(endpoint, time.Since(start))
+	return nil, err
 }
 
-// Request bodies are read into pooled buffers: the adapters copy what they
-// keep (the decoders copy strings and raw messages), so a body's bytes are
-// free again once its review is answered. Buffers that grew past
-// maxPooledBuffer for an unusually large review are left to the collector.
-const maxPooledBuffer = 64 << 10
-
-var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 8<<10)) }}
-
-func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
-
-func putBuffer(b *bytes.Buffer) {
-	if b.Cap() > maxPooledBuffer {
-		return
+// unanswerable answers a body not read whole whose start is not a review
+// the endpoint could answer in its own format.
+func (s *Server) unanswerable(w http.ResponseWriter, endpoint string, start time.Time, err error) {
+	code := http.StatusRequestEntityTooLarge
+	if errors.Is(err, errOverloaded) {
+		code = http.StatusServiceUnavailable
 	}
-	b.Reset()
-	buffers.Put(b)
+	s.reject(w, endpoint, code, err.Error()+"; and its start is not a review imagegate could answer")
+	s.rec.ReviewError(endpoint, time.Since(start))
 }
 
 func isJSON(contentType string) bool {
@@ -314,11 +335,7 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	images := make([]string, len(in.Images))
-	for i, img := range in.Images {
-		images[i] = img.Ref
-	}
-	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", strList(images)}
+	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", imageList(in.Images)}
 	if p != nil {
 		attrs = append(attrs, "policy", p.Hash())
 	}
@@ -329,6 +346,31 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 		attrs = append(attrs, "breakGlassKeys", strList(d.BreakGlass.Keys), "ticket", d.BreakGlass.Ticket())
 	}
 	s.log.Log(ctx, level, "review", attrs...)
+}
+
+// maxLoggedImages and maxLoggedRef bound the images a log line lists; the
+// decision's violations (already bounded) say what was wrong with them.
+const (
+	maxLoggedImages = 20
+	maxLoggedRef    = 300
+)
+
+// imageList is what a log line lists of a review's images: the first
+// maxLoggedImages, each cut to maxLoggedRef bytes, then a count of the rest.
+func imageList(imgs []policy.Image) strList {
+	out := make(strList, 0, min(len(imgs), maxLoggedImages+1))
+	for i, img := range imgs {
+		if i == maxLoggedImages {
+			out = append(out, fmt.Sprintf("(and %d more)", len(imgs)-i))
+			break
+		}
+		ref := img.Ref
+		if len(ref) > maxLoggedRef {
+			ref = strings.ToValidUTF8(ref[:maxLoggedRef], "") + "..."
+		}
+		out = append(out, ref)
+	}
+	return out
 }
 
 // strList logs a list of strings exactly as slog logs a []string ([a b] in
@@ -396,21 +438,28 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // connections and lets in-flight reviews finish, for at most the configured
 // shutdown timeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	limit := newConnLimit(ln, MaxConnections)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         s.certs.TLSConfig(),
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: 5 * time.Second, // the TLS handshake too
 		ReadTimeout:       s.cfg.RequestTimeout,
 		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(errorLog{log: s.log, rec: s.rec}, "", 0),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          MaxConcurrentStreams,
+			MaxReceiveBufferPerConnection: MaxReceiveBuffer,
+			MaxReceiveBufferPerStream:     MaxReceiveBuffer,
+		},
+		ConnState: limit.connState,
+		ErrorLog:  log.New(errorLog{log: s.log, rec: s.rec}, "", 0),
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	s.certs.Start(watchCtx)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- srv.ServeTLS(limit, "", "") }()
 	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.cfg.ClientCAFile != "", "allowedClientNames", s.cfg.AllowedClientNames)
 	select {
 	case err := <-errc:

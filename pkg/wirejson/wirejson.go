@@ -4,6 +4,7 @@
 package wirejson
 
 import (
+	"bytes"
 	stdjson "encoding/json"
 	"errors"
 	"fmt"
@@ -45,5 +46,57 @@ func DescribeStdError(err error) error {
 	if errors.Is(err, io.EOF) {
 		return errors.New("empty body")
 	}
+	return err
+}
+
+// Sniff reads the string members named by paths ("kind", "request.uid")
+// from the start of a JSON object that may be cut anywhere, as the first
+// bytes of a body too large to read are: what lies past the cut, or past
+// anything malformed, is simply not found. It is for answering such a body
+// in its own format, never for judging it.
+func Sniff(prefix []byte, paths ...string) map[string]string {
+	found := make(map[string]string, len(paths))
+	want := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		want[p] = true
+		for i := range p { // every parent object is walked into
+			if p[i] == '.' {
+				want[p[:i]+"."] = true
+			}
+		}
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(prefix), Options)
+	_ = sniffObject(dec, "", want, found)
+	return found
+}
+
+func sniffObject(dec *jsontext.Decoder, path string, want map[string]bool, found map[string]string) error {
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return errors.New("not an object")
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		p := path + name.String()
+		switch k := dec.PeekKind(); {
+		case want[p] && k == '"':
+			v, err := dec.ReadToken()
+			if err != nil {
+				return err
+			}
+			found[p] = v.String()
+		case want[p+"."] && k == '{':
+			if err := sniffObject(dec, p+".", want, found); err != nil {
+				return err
+			}
+		default:
+			if err := dec.SkipValue(); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := dec.ReadToken()
 	return err
 }
