@@ -105,7 +105,8 @@ func (b *body) release() {
 	}
 	b.budget.lane(cap(b.buf)).Release(int64(cap(b.buf)))
 	if cap(b.buf) == pooledBuffer {
-		buffers.Put(b.buf[:0])
+		buf := b.buf[:0]
+		buffers.Put(&buf)
 	}
 	b.buf = nil
 }
@@ -114,7 +115,7 @@ func (b *body) release() {
 // larger than nearly every review, so most reviews allocate no body.
 const pooledBuffer = 16 << 10
 
-var buffers = sync.Pool{New: func() any { return make([]byte, 0, pooledBuffer) }}
+var buffers = sync.Pool{New: func() any { buf := make([]byte, 0, pooledBuffer); return &buf }}
 
 // read reads r, of declared length n (-1 when unknown), growing its buffer
 // as bytes arrive and charging every capacity to the budget before it is
@@ -125,7 +126,7 @@ func (b *bodyBudget) read(ctx context.Context, r io.Reader, n int64) (*body, err
 	if err := b.small.Acquire(ctx, pooledBuffer); err != nil {
 		return &body{budget: b}, errOverloaded
 	}
-	bd := &body{budget: b, buf: buffers.Get().([]byte)}
+	bd := &body{budget: b, buf: *buffers.Get().(*[]byte)}
 	if n > MaxRequestBytes {
 		// Refused whatever it holds: only its start is read, for the answer.
 		m, err := io.ReadFull(r, bd.buf[:cap(bd.buf)])
@@ -164,25 +165,25 @@ func (b *bodyBudget) read(ctx context.Context, r io.Reader, n int64) (*body, err
 }
 
 // grow doubles the buffer, up to the declared length n and MaxRequestBytes.
-func (bd *body) grow(ctx context.Context, n int64) error {
-	size := min(2*cap(bd.buf), MaxRequestBytes)
+func (b *body) grow(ctx context.Context, n int64) error {
+	size := min(2*cap(b.buf), MaxRequestBytes)
 	if n >= 0 && int64(size) > n {
 		size = int(n)
 	}
-	if err := bd.budget.lane(size).Acquire(ctx, int64(size)); err != nil {
+	if err := b.budget.lane(size).Acquire(ctx, int64(size)); err != nil {
 		return errOverloaded
 	}
-	grown := append(make([]byte, 0, size), bd.buf...)
-	bd.release()
-	bd.buf = grown
+	grown := append(make([]byte, 0, size), b.buf...)
+	b.release()
+	b.buf = grown
 	return nil
 }
 
 // discard reads what is left of a body too large to keep, so the caller
-// can answer on a connection still in step, giving up after max bytes
+// can answer on a connection still in step, giving up after limit bytes
 // (the connection is then closed after the reply).
-func discard(r io.Reader, max int64) {
-	_, _ = io.CopyN(io.Discard, r, max)
+func discard(r io.Reader, limit int64) {
+	_, _ = io.CopyN(io.Discard, r, limit)
 }
 
 // connLimit caps the review listener's open connections. At the cap, a new
@@ -199,8 +200,8 @@ type connLimit struct {
 	closed bool
 }
 
-func newConnLimit(ln net.Listener, max int) *connLimit {
-	l := &connLimit{Listener: ln, max: max, open: map[net.Conn]time.Time{}}
+func newConnLimit(ln net.Listener, limit int) *connLimit {
+	l := &connLimit{Listener: ln, max: limit, open: map[net.Conn]time.Time{}}
 	l.freed = sync.NewCond(&l.mu)
 	return l
 }
