@@ -17,7 +17,7 @@ import (
 
 func testPolicy(t testing.TB, mode policy.Mode) *policy.Policy {
 	t.Helper()
-	p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true, Mode: mode})
+	p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true, Mode: mode})
 	if err != nil {
 		t.Fatal(err)
 	}

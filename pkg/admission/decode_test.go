@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/imagegate/imagegate/pkg/wirejson"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -52,7 +54,7 @@ func goldenRequests(t testing.TB) map[string][]byte {
 
 func internalPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
-	p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true})
+	p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,17 +211,17 @@ func TestOnePassAnswersAsDecodeAndInput(t *testing.T) {
 // the kube-apiserver decodes JSON (sigs.k8s.io/json: case-sensitive, a
 // repeated name's last value wins), and return its pod template.
 var typedTemplates = map[metav1.GroupVersionKind]func([]byte) (*corev1.PodTemplateSpec, error){
-	gvk(corev1.SchemeGroupVersion.WithKind("Pod")): typed(func(p *corev1.Pod) *corev1.PodTemplateSpec {
+	v1("", "Pod"): typed(func(p *corev1.Pod) *corev1.PodTemplateSpec {
 		return &corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec}
 	}),
-	gvk(corev1.SchemeGroupVersion.WithKind("PodTemplate")):           typed(func(t *corev1.PodTemplate) *corev1.PodTemplateSpec { return &t.Template }),
-	gvk(corev1.SchemeGroupVersion.WithKind("ReplicationController")): typed(func(rc *corev1.ReplicationController) *corev1.PodTemplateSpec { return rc.Spec.Template }),
-	gvk(appsv1.SchemeGroupVersion.WithKind("Deployment")):            typed(func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }),
-	gvk(appsv1.SchemeGroupVersion.WithKind("ReplicaSet")):            typed(func(r *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &r.Spec.Template }),
-	gvk(appsv1.SchemeGroupVersion.WithKind("StatefulSet")):           typed(func(s *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &s.Spec.Template }),
-	gvk(appsv1.SchemeGroupVersion.WithKind("DaemonSet")):             typed(func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template }),
-	gvk(batchv1.SchemeGroupVersion.WithKind("Job")):                  typed(func(j *batchv1.Job) *corev1.PodTemplateSpec { return &j.Spec.Template }),
-	gvk(batchv1.SchemeGroupVersion.WithKind("CronJob")): typed(func(c *batchv1.CronJob) *corev1.PodTemplateSpec {
+	v1("", "PodTemplate"):           typed(func(t *corev1.PodTemplate) *corev1.PodTemplateSpec { return &t.Template }),
+	v1("", "ReplicationController"): typed(func(rc *corev1.ReplicationController) *corev1.PodTemplateSpec { return rc.Spec.Template }),
+	v1("apps", "Deployment"):        typed(func(d *appsv1.Deployment) *corev1.PodTemplateSpec { return &d.Spec.Template }),
+	v1("apps", "ReplicaSet"):        typed(func(r *appsv1.ReplicaSet) *corev1.PodTemplateSpec { return &r.Spec.Template }),
+	v1("apps", "StatefulSet"):       typed(func(s *appsv1.StatefulSet) *corev1.PodTemplateSpec { return &s.Spec.Template }),
+	v1("apps", "DaemonSet"):         typed(func(d *appsv1.DaemonSet) *corev1.PodTemplateSpec { return &d.Spec.Template }),
+	v1("batch", "Job"):              typed(func(j *batchv1.Job) *corev1.PodTemplateSpec { return &j.Spec.Template }),
+	v1("batch", "CronJob"): typed(func(c *batchv1.CronJob) *corev1.PodTemplateSpec {
 		return &c.Spec.JobTemplate.Spec.Template
 	}),
 }
@@ -234,12 +236,38 @@ func typed[T any](template func(*T) *corev1.PodTemplateSpec) func([]byte) (*core
 	}
 }
 
-// FuzzLeanObject holds the lean reading of an object of each kind to the
-// typed one as the kube-apiserver decodes it: where both read it, they find
-// the same images, used by the same containers and volumes in the same
-// order, and the same annotations. Where only one reads it, the request is
-// refused (the lean types cannot read it) or was valid to the apiserver,
-// which checks every field (the typed decoding cannot).
+// typedImages lists the images of a typed pod template as the kubelet
+// starts them: init containers, containers, ephemeral containers, then
+// image volumes.
+func typedImages(tmpl *corev1.PodTemplateSpec) []policy.Image {
+	if tmpl == nil {
+		return nil
+	}
+	var out []policy.Image
+	for _, c := range tmpl.Spec.InitContainers {
+		out = append(out, policy.Image{Container: c.Name, Source: SourceInitContainer, Ref: c.Image})
+	}
+	for _, c := range tmpl.Spec.Containers {
+		out = append(out, policy.Image{Container: c.Name, Ref: c.Image})
+	}
+	for _, c := range tmpl.Spec.EphemeralContainers {
+		out = append(out, policy.Image{Container: c.Name, Source: SourceEphemeralContainer, Ref: c.Image})
+	}
+	for _, v := range tmpl.Spec.Volumes {
+		if v.Image != nil {
+			out = append(out, policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference})
+		}
+	}
+	return out
+}
+
+// FuzzLeanObject holds the lean reading of an object of each kind, as
+// every consumer reads it (readRequest), to the typed one as the
+// kube-apiserver decodes it: where both read it, they find the same
+// images, used by the same containers and volumes in the same order, and
+// the same annotations. Where only one reads it, the request is refused
+// (the lean types cannot read it) or was valid to the apiserver, which
+// checks every field (the typed decoding cannot).
 func FuzzLeanObject(f *testing.F) {
 	for _, obj := range []string{
 		`{"apiVersion":"v1","kind":"Pod","metadata":{"annotations":{"a":"b"}},"spec":{"initContainers":[{"name":"i","image":"i:1"}],"containers":[{"name":"a","image":"a:1"}],"ephemeralContainers":[],"volumes":[{"name":"v","image":{"reference":"v:1"}},{"name":"w","image":null}]}}`,
@@ -251,40 +279,61 @@ func FuzzLeanObject(f *testing.F) {
 			f.Add([]byte(obj), kind)
 		}
 	}
-	keys := slices.SortedFunc(maps.Keys(templates), func(a, b metav1.GroupVersionKind) int { return strings.Compare(a.String(), b.String()) })
+	keys := slices.SortedFunc(maps.Keys(kinds), func(a, b metav1.GroupVersionKind) int { return strings.Compare(a.String(), b.String()) })
 	f.Fuzz(func(t *testing.T, raw []byte, kind uint8) {
 		k := keys[int(kind)%len(keys)]
-		lean := new(leanObject)
-		leanErr := jsonv2.Unmarshal(raw, lean, wirejson.Options)
+		r, _, leanErr := readRequest(&admissionv1.AdmissionRequest{Kind: k, Operation: admissionv1.Create}, requestObjects{object: object{raw: raw}}, "webhook")
 		tmpl, typedErr := typedTemplates[k](raw)
 		switch {
 		case typedErr != nil:
 			return // the lean types read fewer fields; the apiserver sends only valid objects
 		case leanErr != nil:
 			// The request is refused. The typed decoding may read it: a
-			// repeated name or invalid UTF-8, or, since the lean types
-			// have every kind's paths, another kind's field of the wrong
-			// type (a DaemonSet's spec.initContainers), which the
-			// apiserver never sends.
+			// repeated name or invalid UTF-8, an object that says it is
+			// of another kind, or, since the lean types have every kind's
+			// paths, another kind's field of the wrong type (a DaemonSet's
+			// spec.initContainers), which the apiserver never sends.
 			return
 		}
-		got := leanPod(templates[k], lean)
-		want := pod{images: images(tmpl)}
+		gotImages, gotAnnotations := r.pod()
+		wantImages, wantAnnotations := typedImages(tmpl), map[string]string(nil)
 		if tmpl != nil && tmpl.Annotations != nil {
 			// The lean types keep only the annotations imagegate reads.
-			want.annotations = maps.Collect(func(yield func(string, string) bool) {
-				for k, v := range tmpl.Annotations {
-					if (strings.Contains(k, breakGlassKeyPart) || k == AnnotationOriginalImages) && !yield(k, v) {
-						return
-					}
+			wantAnnotations = map[string]string{}
+			for k, v := range tmpl.Annotations {
+				if strings.Contains(k, breakGlassKeyPart) || k == AnnotationOriginalImages {
+					wantAnnotations[k] = v
 				}
-			})
-			if want.annotations == nil {
-				want.annotations = map[string]string{}
 			}
 		}
-		if !slices.Equal(got.images, want.images) || !maps.Equal(got.annotations, want.annotations) {
-			t.Fatalf("%s %q:\nlean  %+v\ntyped %+v", k.Kind, raw, got, want)
+		if !slices.Equal(gotImages, wantImages) || !maps.Equal(gotAnnotations, wantAnnotations) {
+			t.Fatalf("%s %q:\nlean  %+v %v\ntyped %+v %v", k.Kind, raw, gotImages, gotAnnotations, wantImages, wantAnnotations)
+		}
+		// And the mutating webhook would patch each image where it is.
+		var doc any
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range r.images {
+			if at := pointerValue(doc, ref.pointer(r.prefix)); at != ref.Image.Ref {
+				t.Fatalf("%s %q: %s is %q, not the image %q", k.Kind, raw, ref.pointer(r.prefix), at, ref.Image.Ref)
+			}
 		}
 	})
+}
+
+// pointerValue is the string at a JSON pointer (of plain tokens) in doc,
+// "" if there is none.
+func pointerValue(doc any, pointer string) string {
+	for _, tok := range strings.Split(pointer, "/")[1:] {
+		switch v := doc.(type) {
+		case map[string]any:
+			doc = v[tok]
+		case []any:
+			i, _ := strconv.Atoi(tok)
+			doc = v[i]
+		}
+	}
+	s, _ := doc.(string)
+	return s
 }

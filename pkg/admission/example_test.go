@@ -8,7 +8,7 @@ import (
 )
 
 func ExampleReview() {
-	p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true})
+	p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true})
 	if err != nil {
 		panic(err)
 	}

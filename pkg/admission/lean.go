@@ -9,9 +9,6 @@ import (
 	"github.com/imagegate/imagegate/pkg/wirejson"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/imagegate/imagegate/pkg/policy"
 )
 
 // The lean types read only what imagegate judges or rewrites in an object:
@@ -20,7 +17,7 @@ import (
 // container field, quantities, managedFields) costs several times more than
 // the rest of a review; reading these few fields skips the rest of the bytes.
 // Both webhooks read objects through them, in the same pass as the review
-// (see wireRequest).
+// (see wireRequest), and so does imagegate audit (see ReadObject).
 //
 // The apiserver validates an object against its schema before it calls a
 // webhook, so the typed decoding has nothing to add for what it sends. When
@@ -110,7 +107,7 @@ type leanTemplate struct {
 }
 
 // leanObject has every path to a pod template that the kinds imagegate
-// reads use; each kind picks its own (see templates).
+// reads use; each kind picks its own (see kindTable).
 type leanObject struct {
 	APIVersion string         `json:"apiVersion"`
 	Kind       string         `json:"kind"`
@@ -131,35 +128,11 @@ type leanJobTemplate struct {
 	} `json:"spec"`
 }
 
-// templatePicker picks a kind's pod template out of an object, nil if it has
-// none, and gives the template's JSON pointer in the object, for patches.
-type templatePicker func(*leanObject) (tmpl *leanTemplate, pointer string)
-
-func specTemplate(o *leanObject) (*leanTemplate, string) { return o.Spec.Template, "/spec/template" }
-
-// templates are the kinds imagegate reads, each with its pod template: the
-// kinds of the typed readers (TestLeanReadsTheTypedKinds).
-var templates = map[metav1.GroupVersionKind]templatePicker{
-	{Version: "v1", Kind: "Pod"}: func(o *leanObject) (*leanTemplate, string) {
-		return &leanTemplate{Metadata: o.Metadata, Spec: o.Spec.leanPodSpec}, ""
-	},
-	{Version: "v1", Kind: "PodTemplate"}:                func(o *leanObject) (*leanTemplate, string) { return o.Template, "/template" },
-	{Version: "v1", Kind: "ReplicationController"}:      specTemplate,
-	{Group: "apps", Version: "v1", Kind: "Deployment"}:  specTemplate,
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"}:  specTemplate,
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"}: specTemplate,
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"}:   specTemplate,
-	{Group: "batch", Version: "v1", Kind: "Job"}:        specTemplate,
-	{Group: "batch", Version: "v1", Kind: "CronJob"}: func(o *leanObject) (*leanTemplate, string) {
-		return o.Spec.JobTemplate.Spec.Template, "/spec/jobTemplate/spec/template"
-	},
-}
-
 // readLean returns obj, request.object or request.oldObject (field) of req,
 // read through the lean types: as the review's decoding read it, or from its
 // bytes. An error says the object is missing, does not decode, or says it
 // is of another type than request.kind.
-func readLean(req *admissionv1.AdmissionRequest, field string, obj object) (*leanObject, error) {
+func readLean(req *admissionv1.AdmissionRequest, k *kind, field string, obj object) (*leanObject, error) {
 	o := obj.lean
 	if o == nil {
 		if len(obj.raw) == 0 {
@@ -167,7 +140,7 @@ func readLean(req *admissionv1.AdmissionRequest, field string, obj object) (*lea
 		}
 		o = new(leanObject)
 		if err := wirejson.Unmarshal(obj.raw, o); err != nil {
-			return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), describeObjectError(req.Kind, obj.raw, err))
+			return nil, fmt.Errorf("cannot read %s as %s: %w", field, describeKind(req.Kind), describeObjectError(k, obj.raw, err))
 		}
 	}
 	if (o.APIVersion != "" || o.Kind != "") && (o.Kind != req.Kind.Kind || o.APIVersion != apiVersion(req.Kind)) {
@@ -183,46 +156,9 @@ func readLean(req *admissionv1.AdmissionRequest, field string, obj object) (*lea
 // (a repeated member name, invalid UTF-8), as it says it.
 //
 //go:noinline
-func describeObjectError(k metav1.GroupVersionKind, raw []byte, err error) error {
-	if read, ok := kinds[k]; ok {
-		if _, _, terr := read(raw); terr != nil {
-			return terr
-		}
+func describeObjectError(k *kind, raw []byte, err error) error {
+	if terr := k.decodes(raw); terr != nil {
+		return terr
 	}
 	return err
-}
-
-// leanPod is what the pods of o, an object of a kind imagegate reads, would
-// be: its template's images in the order the kubelet starts them (init
-// containers, containers, ephemeral containers, then image volumes) and
-// annotations.
-func leanPod(pick templatePicker, o *leanObject) pod {
-	t, _ := pick(o)
-	if t == nil {
-		// No template: no images, an empty list as the typed reading of
-		// an empty template gives.
-		return pod{images: []policy.Image{}}
-	}
-	var p pod
-	spec := &t.Spec
-	n := len(spec.InitContainers) + len(spec.Containers) + len(spec.EphemeralContainers) + len(spec.Volumes)
-	p.images = make([]policy.Image, 0, n)
-	for _, c := range spec.InitContainers {
-		p.images = append(p.images, policy.Image{Container: c.Name, Source: SourceInitContainer, Ref: c.Image})
-	}
-	for _, c := range spec.Containers {
-		p.images = append(p.images, policy.Image{Container: c.Name, Ref: c.Image})
-	}
-	for _, c := range spec.EphemeralContainers {
-		p.images = append(p.images, policy.Image{Container: c.Name, Source: SourceEphemeralContainer, Ref: c.Image})
-	}
-	for _, v := range spec.Volumes {
-		if v.Image != nil {
-			p.images = append(p.images, policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference})
-		}
-	}
-	if t.Metadata != nil {
-		p.annotations = t.Metadata.Annotations
-	}
-	return p
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -129,67 +128,35 @@ func MutateUnread(prefix []byte, why string) (Mutation, Response, bool) {
 
 func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestObjects) (Mutation, []byte) {
 	var m Mutation
-	if req == nil {
-		m.Unreadable = errors.New("the AdmissionReview carries no request")
-		return m, nil
+	if req != nil {
+		m.Input.Namespace, m.Kind, m.Name = req.Namespace, req.Kind.Kind, req.Name
+		// Who asks decides whether break-glass would be honoured, and with
+		// it whether the images are left as written.
+		m.Input.User, m.Input.Groups = req.UserInfo.Username, req.UserInfo.Groups
+		if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update || !p.HasRewrites() {
+			return m, nil // nothing to rewrite: skip reading the object
+		}
 	}
-	m.Input.Namespace, m.Kind, m.Name = req.Namespace, req.Kind.Kind, req.Name
-	// Who asks decides whether break-glass would be honoured, and with it
-	// whether the images are left as written.
-	m.Input.User, m.Input.Groups = req.UserInfo.Username, req.UserInfo.Groups
-	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
-		return m, nil
-	}
-	if !p.HasRewrites() {
-		return m, nil // nothing to rewrite: skip reading the object
-	}
-	pick, ok := templates[req.Kind]
-	if !ok {
-		m.Unreadable = fmt.Errorf("imagegate cannot read %s (resource %s); it reads %s: remove the resource from the mutating webhook's rules",
-			describeKind(req.Kind), describeResource(req), knownKinds)
-		return m, nil
-	}
-	obj, err := readLean(req, "request.object", objs.object)
-	if err != nil {
+	r, _, err := readRequest(req, objs, "mutating webhook")
+	switch {
+	case err != nil:
 		m.Unreadable = err
 		return m, nil
-	}
-	tmpl, prefix := pick(obj)
-	if tmpl == nil {
-		return m, nil // a workload without a pod template has no image
-	}
-	refs := tmpl.images(prefix)
-	var oldTmpl *leanTemplate
-	if req.Operation == admissionv1.Update && objs.oldObject.present() {
-		old, err := readLean(req, "request.oldObject", objs.oldObject)
-		if err != nil {
-			m.Unreadable = err
-			return m, nil
-		}
-		oldTmpl, _ = pick(old)
-		refs = newImageRefs(refs, oldTmpl)
-	}
-	if len(refs) > policy.MaxImages { // the validating path denies it whole
-		m.Unreadable = fmt.Errorf("the request lists %d images, more than the %d imagegate reads in one review", len(refs), policy.MaxImages)
+	case len(r.images) > policy.MaxImages: // the validating path denies it whole
+		m.Unreadable = fmt.Errorf("the request lists %d images, more than the %d imagegate reads in one review", len(r.images), policy.MaxImages)
+		return m, nil
+	case len(r.images) == 0:
 		return m, nil
 	}
-	for _, r := range refs {
-		m.Input.Images = append(m.Input.Images, r.Image)
-	}
-	if len(refs) == 0 {
-		return m, nil
-	}
-	if tmpl.Metadata != nil {
-		m.Input.Annotations = tmpl.Metadata.Annotations
-	}
+	m.Input.Images, m.Input.Annotations = r.pod()
 	plan := p.Rewrite(m.Input)
 	m.Rule, m.BreakGlass = plan.RuleName, plan.BreakGlass
 	for i, res := range plan.Results {
 		switch res.Status {
 		case rewrite.StatusRewritten:
-			m.Rewritten = append(m.Rewritten, Rewrite{Image: refs[i].Image, Path: refs[i].Path, Result: res})
+			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
 		case rewrite.StatusFailed:
-			m.Failed = append(m.Failed, Rewrite{Image: refs[i].Image, Path: refs[i].Path, Result: res})
+			m.Failed = append(m.Failed, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
 		}
 	}
 	if len(m.Rewritten) == 0 {
@@ -200,7 +167,7 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 		ops = append(ops, patchOp{Op: "replace", Path: rw.Path, Value: rw.Result.Rewritten})
 	}
 	if req.SubResource != subresourceEphemeralContainers {
-		ops = append(ops, originalsOp(tmpl, oldTmpl, prefix, m.Rewritten))
+		ops = append(ops, originalsOp(r.tmpl, r.oldTmpl, r.prefix, m.Rewritten))
 	}
 	patch, err := json.Marshal(ops)
 	if err != nil { // strings and maps of strings only
@@ -292,55 +259,4 @@ func describeImage(img policy.Image) string {
 		source = "container"
 	}
 	return fmt.Sprintf("%s %q image %q", source, img.Container, img.Ref)
-}
-
-// imageRef is an image with the JSON pointer of its field.
-type imageRef struct {
-	Image policy.Image
-	Path  string
-}
-
-// images lists the template's images with their JSON pointers, in the
-// order the validating webhook judges them.
-func (t *leanTemplate) images(prefix string) []imageRef {
-	s := &t.Spec
-	out := make([]imageRef, 0, len(s.InitContainers)+len(s.Containers)+len(s.EphemeralContainers))
-	add := func(list []leanContainer, field, source string) {
-		for i, c := range list {
-			out = append(out, imageRef{
-				Image: policy.Image{Container: c.Name, Source: source, Ref: c.Image},
-				Path:  prefix + "/spec/" + field + "/" + strconv.Itoa(i) + "/image",
-			})
-		}
-	}
-	add(s.InitContainers, "initContainers", SourceInitContainer)
-	add(s.Containers, "containers", "")
-	add(s.EphemeralContainers, "ephemeralContainers", SourceEphemeralContainer)
-	for i, v := range s.Volumes {
-		if v.Image != nil {
-			out = append(out, imageRef{
-				Image: policy.Image{Container: v.Name, Source: SourceVolume, Ref: v.Image.Reference},
-				Path:  prefix + "/spec/volumes/" + strconv.Itoa(i) + "/image/reference",
-			})
-		}
-	}
-	return out
-}
-
-// newImageRefs keeps the images whose reference old does not already use.
-func newImageRefs(current []imageRef, old *leanTemplate) []imageRef {
-	if old == nil {
-		return current
-	}
-	had := map[string]bool{}
-	for _, r := range old.images("") {
-		had[r.Image.Ref] = true
-	}
-	out := current[:0:0]
-	for _, r := range current {
-		if !had[r.Image.Ref] {
-			out = append(out, r)
-		}
-	}
-	return out
 }

@@ -23,7 +23,7 @@ import (
 func mirrorPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
 	p, err := policy.New(policy.Options{
-		RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true,
+		AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true,
 		RegistryMirrors: []rewrite.Rule{
 			{From: "docker.io", To: "registry.my.com/hub"},
 			{From: "quay.io", To: "registry.my.com/quay"},

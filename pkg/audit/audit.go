@@ -150,7 +150,7 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 		return fmt.Errorf("%s: an object without a valid apiVersion and kind (%q %q); use kubectl get -o json", where, obj.APIVersion, obj.Kind)
 	}
 	kind := metav1.GroupVersionKind{Group: gv.Group, Version: gv.Version, Kind: obj.Kind}
-	tmpl, images, ok, err := admission.PodTemplate(kind, raw)
+	in, ok, err := admission.ReadObject(kind, obj.Metadata.Namespace, raw)
 	if !ok {
 		if rep.Skipped == nil {
 			rep.Skipped = map[string]int{}
@@ -162,47 +162,26 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 		return fmt.Errorf("%s: %s %s/%s: %w", where, obj.Kind, obj.Metadata.Namespace, obj.Metadata.Name, err)
 	}
 	rep.Objects++
-	rep.Images += len(images)
-	in := policy.Input{Namespace: obj.Metadata.Namespace, Images: images}
-	if tmpl != nil {
-		in.Annotations = tmpl.Annotations
-	}
-	if len(images) == 0 {
+	rep.Images += len(in.Images)
+	if len(in.Images) == 0 {
 		return nil // a template without containers is not a pod worth reporting
 	}
 	// What the mutating webhook would make of the images, judged as the
 	// validating path would judge them then.
-	judged := in
-	plan := p.Rewrite(in)
-	original := map[policy.Image]string{} // a rewritten image -> the image as written
-	if plan.Changed() {
-		judged.Images = make([]policy.Image, len(images))
-		for i, img := range images {
-			judged.Images[i] = img
-			if r := plan.Results[i]; r.Changed() {
-				judged.Images[i].Ref = r.Rewritten
-				original[judged.Images[i]] = img.Ref
-			}
-		}
-	}
-	d := p.Evaluate(judged)
+	plan, d := p.EvaluateMutated(in)
 	for _, v := range d.Violations {
-		f := Finding{
+		rep.Findings = append(rep.Findings, Finding{
 			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
-			Container: v.Container, Source: v.Source, Image: v.Image,
+			Container: v.Container, Source: v.Source, Image: v.Image, Rewritten: v.Rewritten,
 			Rule: v.Rule, PolicyRule: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
 			BreakGlassRefused: d.BreakGlassRefused,
-		}
-		if orig, ok := original[policy.Image{Container: v.Container, Source: v.Source, Ref: v.Image}]; ok {
-			f.Image, f.Rewritten = orig, v.Image
-		}
-		rep.Findings = append(rep.Findings, f)
+		})
 	}
 	if !plan.Changed() {
 		return nil
 	}
 	before := p.Evaluate(in) // the checks each image fails as it runs now
-	for i, img := range images {
+	for i, img := range in.Images {
 		r := plan.Results[i]
 		if !r.Changed() {
 			continue
@@ -212,14 +191,15 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 			Container: img.Container, Source: img.Source, Image: img.Ref, Rewritten: r.Rewritten,
 			Mirror: r.Mirror.String(), PolicyRule: plan.RuleName,
 		}
-		after := judged.Images[i]
 		for _, v := range before.Violations {
-			if v.Container == img.Container && v.Source == img.Source && v.Image == img.Ref && !violates(d.Violations, after, v.Rule) {
+			if judges(v, img, "") && !slices.ContainsFunc(d.Violations, func(after policy.Violation) bool {
+				return judges(after, img, r.Rewritten) && after.Rule == v.Rule
+			}) {
 				rw.Fixes = append(rw.Fixes, v.Rule)
 			}
 		}
 		for _, v := range d.Violations {
-			if v.Container == after.Container && v.Source == after.Source && v.Image == after.Ref {
+			if judges(v, img, r.Rewritten) {
 				rw.Remaining = append(rw.Remaining, v.Rule)
 			}
 		}
@@ -228,14 +208,10 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 	return nil
 }
 
-// violates reports whether vs holds a violation of rule by img.
-func violates(vs []policy.Violation, img policy.Image, rule policy.Rule) bool {
-	for _, v := range vs {
-		if v.Container == img.Container && v.Source == img.Source && v.Image == img.Ref && v.Rule == rule {
-			return true
-		}
-	}
-	return false
+// judges reports whether v is about img, judged as rewritten ("" for as
+// written).
+func judges(v policy.Violation, img policy.Image, rewritten string) bool {
+	return v.Container == img.Container && v.Source == img.Source && v.Image == img.Ref && v.Rewritten == rewritten
 }
 
 // WriteTable writes the findings as an aligned table with a header, then a

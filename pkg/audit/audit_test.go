@@ -9,18 +9,27 @@ import (
 	"testing"
 
 	"github.com/imagegate/imagegate/pkg/audit"
+	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
-func examplePolicy(t *testing.T) *policy.Policy {
+// loadExample compiles the example policy file as serve would, with o.
+func loadExample(t *testing.T, o policyfile.Overrides) *policy.Policy {
 	t.Helper()
-	l, err := policyfile.Load("../../examples/policy/policy.yaml", policyfile.Overrides{})
+	pc := config.DefaultPolicy()
+	pc.File, pc.FileOverrides = "../../examples/policy/policy.yaml", o
+	p, _, err := pc.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l.Policy
+	return p
+}
+
+func examplePolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	return loadExample(t, policyfile.Overrides{})
 }
 
 func auditFile(t *testing.T, p *policy.Policy, name string) *audit.Report {
@@ -51,11 +60,7 @@ func row(f audit.Finding) string {
 func noRewrites(t *testing.T) *policy.Policy {
 	t.Helper()
 	none := []rewrite.Rule{}
-	l, err := policyfile.Load("../../examples/policy/policy.yaml", policyfile.Overrides{RegistryMirrors: &none})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Policy
+	return loadExample(t, policyfile.Overrides{RegistryMirrors: &none})
 }
 
 // The fixture is what `kubectl get pods,deployments,statefulsets,daemonsets,

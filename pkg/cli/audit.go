@@ -59,7 +59,7 @@ Flags:
 		return ExitUsage
 	}
 	pc.MarkExplicit(fs, a.LookupEnv)
-	p, warnings, err := loadPolicy(pc)
+	p, warnings, err := pc.Compile()
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 		return ExitUsage

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -35,9 +36,10 @@ type App struct {
 	// Stdin is what audit reads with -f -.
 	Stdin     io.Reader
 	LookupEnv func(string) (string, bool)
-	// Serve runs the server with the final config; tests replace it to
-	// check flag and environment precedence without listening.
-	Serve func(ctx context.Context, cfg config.Config, log *slog.Logger) error
+	// Serve runs the server with the final config and the policy compiled
+	// from it; tests replace it to check flag and environment precedence
+	// without listening.
+	Serve func(ctx context.Context, cfg config.Config, p *policy.Policy, log *slog.Logger) error
 }
 
 // New returns the App wired to the process's environment.
@@ -133,50 +135,52 @@ func (a *App) serve(ctx context.Context, args []string) int {
 		fmt.Fprintf(a.Stderr, "imagegate serve: invalid configuration:\n%v\n", err)
 		return ExitUsage
 	}
-	if cfg.Policy.File != "" {
-		if _, err := cfg.Policy.LoadFile(); err != nil {
-			fmt.Fprintf(a.Stderr, "imagegate serve: invalid policy file:\n%v\n", err)
-			return ExitUsage
-		}
+	p, warnings, err := cfg.Policy.Compile()
+	if err != nil {
+		fmt.Fprintf(a.Stderr, "imagegate serve: %v\n", err)
+		return ExitUsage
 	}
 	log := newLogger(cfg, a.Stderr)
-	if err := a.Serve(ctx, cfg, log); err != nil {
+	for _, w := range warnings {
+		log.Warn("policy warning", "warning", w)
+	}
+	if err := a.Serve(ctx, cfg, p, log); err != nil {
 		log.Error("imagegate stopped", "err", err)
 		return ExitDenied
 	}
 	return ExitOK
 }
 
-// RunServer compiles the policy, then serves until ctx is done.
-func RunServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	p, warnings, err := loadPolicy(cfg.Policy)
-	if err != nil {
-		return err
-	}
-	logWarnings(log, warnings)
+// RunServer serves p, and reloads of the policy file, as cfg says until
+// ctx is done.
+func RunServer(ctx context.Context, cfg config.Config, p *policy.Policy, log *slog.Logger) error {
 	var active atomic.Pointer[policy.Policy]
 	active.Store(p)
-	// One recorder for the server and for whoever swaps the policy: call
-	// rec.PolicyReloaded(ok, hash) after each reload attempt.
+	// One recorder for the server, its certificates and whoever swaps the
+	// policy: call rec.PolicyReloaded(ok, hash) after each reload attempt.
 	rec := metrics.New()
 	rec.PolicyLoaded(p.Hash())
-	srv, err := server.New(cfg, &active, log, server.WithMetrics(rec))
+	tls, err := certs.New(certs.Options{
+		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
+		ClientCAFile: cfg.ClientCAFile, AllowedClientNames: cfg.AllowedClientNames,
+		Log: log, Observer: rec,
+	})
 	if err != nil {
 		return err
 	}
+	srv := server.New(server.Options{
+		Policy: &active, TLS: tls, Log: log, Metrics: rec,
+		Addr: cfg.Address(), MetricsAddr: cfg.MetricsListen, EnablePprof: cfg.EnablePprof,
+		RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
+		ClientAuth: cfg.ClientCAFile != "", AllowedClientNames: cfg.AllowedClientNames,
+	})
 	if cfg.Policy.File != "" {
 		log.Info("starting", "version", version.String(), "policyFile", cfg.Policy.File, "policy", p.Hash())
 		return serveWithReload(ctx, srv, cfg.Policy, &active, rec, log)
 	}
-	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.RegistryWhitelist, "registryMirrors", cfg.Policy.RegistryMirrors,
+	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.AllowedRegistries, "registryMirrors", cfg.Policy.RegistryMirrors,
 		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())
 	return srv.ListenAndServe(ctx)
-}
-
-func logWarnings(log *slog.Logger, warnings []string) {
-	for _, w := range warnings {
-		log.Warn("policy warning", "warning", w)
-	}
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -224,7 +228,7 @@ Flags:
 		return ExitUsage
 	}
 	pc.MarkExplicit(fs, a.LookupEnv)
-	p, warnings, err := loadPolicy(pc)
+	p, warnings, err := pc.Compile()
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
 		return ExitUsage
@@ -250,21 +254,15 @@ Flags:
 		in.Images = []policy.Image{{Ref: image}}
 		// Judge what the cluster would run: with rewrite rules, the
 		// mutating webhook's rewrite of the image.
-		judged := image
-		if plan := p.Rewrite(in); plan.Changed() {
-			judged = plan.Results[0].Rewritten
-			in.Images[0].Ref = judged
-		}
-		d := p.Evaluate(in)
+		plan, d := p.EvaluateMutated(in)
 		detail := d.Reason()
-		if detail == "" {
-			detail, _ = policy.Normalize(judged) // allowed, so it parses
-		}
-		if judged != image {
-			detail = "rewritten to " + judged + ": " + detail
-			if d.Allowed {
-				detail = "rewritten to " + judged
-			}
+		switch rw := plan.Results[0]; {
+		case rw.Changed() && d.Allowed:
+			detail = "rewritten to " + rw.Rewritten
+		case rw.Changed():
+			detail = "rewritten to " + rw.Rewritten + ": " + detail
+		case detail == "":
+			detail, _ = policy.Normalize(image) // allowed, so it parses
 		}
 		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail) // reasons quote images, so one line each
 		if !d.Allowed {

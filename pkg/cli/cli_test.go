@@ -33,8 +33,10 @@ import (
 type result struct {
 	code           int
 	stdout, stderr string
-	// served is the config Serve was called with, nil if it was not called.
+	// served is the config Serve was called with, nil if it was not called,
+	// and policy the policy it was given.
 	served *config.Config
+	policy *policy.Policy
 }
 
 // run runs the command line args with the environment env. Serve is
@@ -48,8 +50,8 @@ func run(t *testing.T, env map[string]string, serveErr error, args ...string) re
 		Stdout:    &stdout,
 		Stderr:    &stderr,
 		LookupEnv: func(key string) (string, bool) { v, ok := env[key]; return v, ok },
-		Serve: func(_ context.Context, cfg config.Config, log *slog.Logger) error {
-			r.served = &cfg
+		Serve: func(_ context.Context, cfg config.Config, p *policy.Policy, log *slog.Logger) error {
+			r.served, r.policy = &cfg, p
 			log.Info("serve called")
 			return serveErr
 		},
@@ -97,7 +99,7 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"serve"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Port = "/env/tls.crt", "/env/tls.key", 1323
-				c.Policy.RegistryWhitelist = []string{"registry.my.com", "quay.io/prometheus"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com", "quay.io/prometheus"}
 			}),
 			wantAddress: ":1323",
 		},
@@ -107,7 +109,7 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"serve", "--tls-cert-file=/f/tls.crt", "--tls-key-file=/f/tls.key", "--port=9443", "--registry-whitelist=flag.example.com"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Port = "/f/tls.crt", "/f/tls.key", 9443
-				c.Policy.RegistryWhitelist = []string{"flag.example.com"}
+				c.Policy.AllowedRegistries = []string{"flag.example.com"}
 			}),
 			wantAddress: ":9443",
 		},
@@ -125,7 +127,7 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"serve", "-c", "/a/tls.crt", "-k", "/a/tls.key", "-p", "2000"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Port = "/a/tls.crt", "/a/tls.key", 2000
-				c.Policy.RegistryWhitelist = []string{"registry.my.com", "quay.io/prometheus"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com", "quay.io/prometheus"}
 			}),
 			wantAddress: ":2000",
 		},
@@ -134,7 +136,7 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"--cert=/a/tls.crt", "--key=/a/tls.key", "--registry-whitelist=registry.my.com"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile = "/a/tls.crt", "/a/tls.key"
-				c.Policy.RegistryWhitelist = []string{"registry.my.com"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com"}
 			}),
 			wantAddress: ":8443",
 		},
@@ -151,7 +153,7 @@ func TestServeConfigPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"serve", "-c=/a/tls.crt", "-k=/a/tls.key", "--registry-whitelist=registry.my.com,quay.io/prometheus", "--registry-whitelist", "[::1]:5000"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile = "/a/tls.crt", "/a/tls.key"
-				c.Policy.RegistryWhitelist = []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"}
 			}),
 			wantAddress: ":8443",
 		},
@@ -723,7 +725,7 @@ func parseCheckLine(line string) (outcome policy.Outcome, image, detail string, 
 // corpus is pkg/policy/testdata/corpus.json; see the README beside it.
 type corpus struct {
 	Policy struct {
-		RegistryWhitelist []string `json:"registryWhitelist"`
+		AllowedRegistries []string `json:"registryWhitelist"`
 		RejectLatest      bool     `json:"rejectLatest"`
 		AllowBreakGlass   bool     `json:"allowBreakGlass"`
 	} `json:"policy"`
@@ -802,36 +804,22 @@ func TestCheckAgreesWithServerOnCorpus(t *testing.T) {
 		"--reject-latest=" + strconv.FormatBool(c.Policy.RejectLatest),
 		"--allow-break-glass=" + strconv.FormatBool(c.Policy.AllowBreakGlass),
 	}
-	for _, entry := range c.Policy.RegistryWhitelist {
+	for _, entry := range c.Policy.AllowedRegistries {
 		policyFlags = append(policyFlags, "--registry-whitelist="+entry)
 	}
 
 	// The server: its config comes out of `imagegate serve` with the same
 	// policy flags; only the listener is left out.
-	_, certFile, keyFile := servertest.ServingPair(t, t.TempDir())
-	r := run(t, nil, nil, append([]string{"serve", "--tls-cert-file=" + certFile, "--tls-key-file=" + keyFile}, policyFlags...)...)
+	r := run(t, nil, nil, append([]string{"serve", "--tls-cert-file=tls.crt", "--tls-key-file=tls.key"}, policyFlags...)...)
 	if r.code != cli.ExitOK || r.served == nil {
 		t.Fatalf("serve with the corpus policy: got exit %d, want 0 and a config; stderr:\n%s", r.code, r.stderr)
 	}
-	cfg := *r.served
-	if !slices.Equal(cfg.Policy.RegistryWhitelist, c.Policy.RegistryWhitelist) {
-		t.Fatalf("serve whitelist: got %q, want the corpus's %q", cfg.Policy.RegistryWhitelist, c.Policy.RegistryWhitelist)
-	}
-	opts, err := cfg.Policy.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.New(opts)
-	if err != nil {
-		t.Fatal(err)
+	if got := r.served.Policy.AllowedRegistries; !slices.Equal(got, c.Policy.AllowedRegistries) {
+		t.Fatalf("serve whitelist: got %q, want the corpus's %q", got, c.Policy.AllowedRegistries)
 	}
 	var active atomic.Pointer[policy.Policy]
-	active.Store(p)
-	srv, err := server.New(cfg, &active, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	handler := srv.Handler()
+	active.Store(r.policy)
+	handler := server.New(server.Options{Policy: &active}).Handler()
 
 	for _, tc := range c.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
@@ -896,6 +884,83 @@ func TestCheckAgreesWithServerOnCorpus(t *testing.T) {
 			}
 			if detail != wantDetail {
 				t.Errorf("check %q detail:\n got %q\nwant %q (the server's)", tc.Image, detail, wantDetail)
+			}
+		})
+	}
+}
+
+// serve fails clearly, before it listens, when its TLS files do not load.
+func TestRunServerFailsClearlyOnBadTLSFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, certFile, keyFile := servertest.ServingPair(t, dir)
+	notPEM := dir + "/garbage.pem"
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.New(policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(*config.Config)
+		wantErr string
+	}{
+		{name: "missing certificate", edit: func(c *config.Config) { c.TLSCertFile = dir + "/nope.crt" }, wantErr: "load serving certificate"},
+		{name: "key does not match", edit: func(c *config.Config) { c.TLSKeyFile = notPEM }, wantErr: "garbage.pem"},
+		{name: "missing client CA", edit: func(c *config.Config) { c.ClientCAFile = dir + "/nope-ca.crt" }, wantErr: "load client CA"},
+		{name: "client CA without PEM", edit: func(c *config.Config) { c.ClientCAFile = notPEM }, wantErr: "no PEM certificate found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := with(func(c *config.Config) {
+				c.TLSCertFile, c.TLSKeyFile, c.Listen, c.MetricsListen = certFile, keyFile, "127.0.0.1:0", ""
+			})
+			tc.edit(&cfg)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel() // were the files to load, serve nothing
+			err := cli.RunServer(ctx, cfg, p, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("got error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// check --explain says why a break-glass request did not apply, even when
+// the image needed no override.
+func TestExplainSaysWhyBreakGlassDidNotApply(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		// want is the verdict line.
+		want string
+	}{
+		{
+			name: "disabled, nothing to override",
+			args: []string{"--allow-break-glass=false", "registry.my.com/app:1"},
+			want: "  verdict:            allowed (break-glass was requested but is disabled on this server)",
+		},
+		{
+			name: "disabled, a denial",
+			args: []string{"--allow-break-glass=false", "--registry-whitelist=quay.io", "registry.my.com/app:1"},
+			want: "  verdict:            denied (break-glass was requested but is disabled on this server)",
+		},
+		{
+			name: "honoured",
+			args: []string{"--registry-whitelist=quay.io", "registry.my.com/app:1"},
+			want: `  verdict:            break-glass: break-glass overrode: image "registry.my.com/app:1": registry registry.my.com is not allowed (allowed: quay.io); push or mirror the image to an allowed registry and use that reference`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := run(t, nil, nil, append([]string{"check", "--explain", "--annotation=ops.image-policy.k8s.io/break-glass=true"}, tc.args...)...)
+			if lines := splitLines(r.stdout); len(lines) == 0 || lines[len(lines)-1] != tc.want {
+				t.Errorf("got output\n%s\nstderr %s\nwant the last line %q", r.stdout, r.stderr, tc.want)
 			}
 		})
 	}

@@ -3,33 +3,9 @@ package cli
 import (
 	"fmt"
 	"io"
-	"strings"
 
-	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
 )
-
-// loadPolicy compiles the policy: the file with the explicit flags applied
-// to its default rule when --config is set, the flags alone otherwise. It
-// returns the lint warnings, located in the file when there is one.
-func loadPolicy(pc config.PolicyConfig) (*policy.Policy, []string, error) {
-	if pc.File != "" {
-		l, err := pc.LoadFile()
-		if err != nil {
-			return nil, nil, fmt.Errorf("invalid policy file:\n%w", err)
-		}
-		return l.Policy, l.Warnings, nil
-	}
-	opts, err := pc.Options()
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := policy.New(opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("invalid policy: %w", err)
-	}
-	return p, p.Warnings(), nil
-}
 
 // writeExplanation prints how one image was judged, for check --explain.
 func writeExplanation(w io.Writer, x *policy.Explanation, hash string) {
@@ -62,7 +38,7 @@ func writeExplanation(w io.Writer, x *policy.Explanation, hash string) {
 	if r := d.Reason(); r != "" && d.Outcome != policy.OutcomeDenied {
 		verdict += ": " + r
 	} else if d.BreakGlassRefused != "" || d.BreakGlassDisabled {
-		verdict += " (" + strings.TrimPrefix(r[strings.LastIndex(r, "; ")+2:], " ") + ")"
+		verdict += " (" + d.BreakGlassNote() + ")"
 	}
 	fmt.Fprintf(w, "  verdict:            %s\n", verdict)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/imagegate/imagegate/pkg/cli"
+	"github.com/imagegate/imagegate/pkg/policy"
 )
 
 const examplePolicy = "../../examples/policy/policy.yaml"
@@ -164,24 +165,21 @@ func TestServeRecordsExplicitPolicySettings(t *testing.T) {
 		t.Fatalf("serve exited %d: %s", r.code, r.stderr)
 	}
 	o := r.served.Policy.FileOverrides
-	if o.RegistryWhitelist != nil || o.RejectLatest != nil || o.AllowBreakGlass != nil || o.Mode == nil || *o.Mode != "warn" {
+	if o.AllowedRegistries != nil || o.RejectLatest != nil || o.AllowBreakGlass != nil || o.Mode == nil || *o.Mode != "warn" {
 		t.Errorf("FileOverrides = %+v, want only mode=warn", o)
 	}
-	l, err := r.served.Policy.LoadFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if l.Spec.Default.RejectLatest || l.Spec.Default.Mode != "warn" || strings.Join(l.Spec.Default.AllowedRegistries, ",") != "registry.my.com" {
-		t.Errorf("default rule = %+v, want the file's rejectLatest and registries and the flag's mode", l.Spec.Default)
+	d := r.policy.Evaluate(policy.Input{Images: []policy.Image{{Ref: "registry.my.com/app"}, {Ref: "quay.io/app:1"}}})
+	if d.Outcome != policy.OutcomeWarned || len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleRegistry {
+		t.Errorf("got %s %q, want the file's rejectLatest and registries and the flag's mode", d.Outcome, d.Reason())
 	}
 
 	env := map[string]string{"BOUNCER_REGISTRY_WHITELIST": "env.example.com"}
 	r = run(t, env, nil, append([]string{"serve", "--config", path}, tls...)...)
-	if o := r.served.Policy.FileOverrides; o.RegistryWhitelist == nil || strings.Join(*o.RegistryWhitelist, ",") != "env.example.com" {
+	if o := r.served.Policy.FileOverrides; o.AllowedRegistries == nil || strings.Join(*o.AllowedRegistries, ",") != "env.example.com" {
 		t.Errorf("FileOverrides = %+v, want the environment's whitelist", o)
 	}
 	r = run(t, env, nil, append([]string{"serve", "--config", path, "--registry-whitelist", "flag.example.com"}, tls...)...)
-	if o := r.served.Policy.FileOverrides; o.RegistryWhitelist == nil || strings.Join(*o.RegistryWhitelist, ",") != "flag.example.com" {
+	if o := r.served.Policy.FileOverrides; o.AllowedRegistries == nil || strings.Join(*o.AllowedRegistries, ",") != "flag.example.com" {
 		t.Errorf("FileOverrides = %+v, want the flag's whitelist over the environment's", o)
 	}
 }

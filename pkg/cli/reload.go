@@ -21,7 +21,7 @@ import (
 func serveWithReload(ctx context.Context, srv *server.Server, pc config.PolicyConfig, active *atomic.Pointer[policy.Policy], rec *metrics.Recorder, log *slog.Logger) error {
 	r := &reload.Reloader{
 		Path:    pc.File,
-		Load:    func() (*policy.Policy, []string, error) { return loadPolicy(pc) },
+		Load:    pc.Compile,
 		Active:  active,
 		Log:     log,
 		Observe: rec.PolicyReloaded,

@@ -1,5 +1,6 @@
 // Package config holds imagegate's settings: their defaults, their flags,
-// the kube-image-bouncer compatible environment variables, and validation.
+// the kube-image-bouncer compatible environment variables, validation, and
+// the one way from them to a compiled policy ([PolicyConfig.Compile]).
 //
 // Precedence, lowest first: Default(), then environment variables
 // (ApplyEnv), then command-line flags. AddServeFlags and AddPolicyFlags
@@ -62,8 +63,9 @@ type Config struct {
 // PolicyConfig is the part of Config that `imagegate check` shares with
 // `imagegate serve`.
 type PolicyConfig struct {
-	// RegistryWhitelist lists allowed registries and repository paths.
-	RegistryWhitelist []string
+	// AllowedRegistries lists allowed registries and repository paths
+	// (--registry-whitelist, BOUNCER_REGISTRY_WHITELIST).
+	AllowedRegistries []string
 	// RejectLatest denies untagged and :latest images without a digest.
 	RejectLatest bool
 	// AllowBreakGlass honours break-glass annotations (always audited).
@@ -84,7 +86,7 @@ type PolicyConfig struct {
 
 	// emptyWhitelist names the setting that gave the whitelist without an
 	// entry (--registry-whitelist or BOUNCER_REGISTRY_WHITELIST), or is "":
-	// Options and LoadFile refuse it, as it would allow every registry.
+	// Options refuses it, as it would allow every registry.
 	emptyWhitelist string
 }
 
@@ -139,14 +141,14 @@ func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
 
 // ApplyEnv reads BOUNCER_REGISTRY_WHITELIST through lookup
 // (os.LookupEnv). Set but without an entry (an unset templating variable,
-// say), it makes Options and LoadFile fail rather than allow every
-// registry; a --registry-whitelist flag given after it still wins.
+// say), it makes Options fail rather than allow every registry; a
+// --registry-whitelist flag given after it still wins.
 func (p *PolicyConfig) ApplyEnv(lookup func(string) (string, bool)) error {
 	v, ok := lookup(EnvRegistryWhitelist)
 	if !ok {
 		return nil
 	}
-	if p.RegistryWhitelist = SplitList(v); len(p.RegistryWhitelist) == 0 {
+	if p.AllowedRegistries = SplitList(v); len(p.AllowedRegistries) == 0 {
 		p.emptyWhitelist = EnvRegistryWhitelist
 	}
 	return nil
@@ -188,7 +190,7 @@ func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
 
 // AddFlags registers the policy flags shared by serve and check.
 func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
-	fs.StringSliceVar(&p.RegistryWhitelist, "registry-whitelist", p.RegistryWhitelist,
+	fs.StringSliceVar(&p.AllowedRegistries, "registry-whitelist", p.AllowedRegistries,
 		"allowed registries (host[:port]) and repository paths (host[:port]/path), comma-separated and repeatable; leave it out to allow every registry (given empty, it is an error)")
 	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
@@ -202,11 +204,11 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 // were given explicitly (flags in fs, or BOUNCER_REGISTRY_WHITELIST through
 // lookup), so they override the file's default rule and nothing else does.
 // With or without a file, it records a --registry-whitelist given without
-// an entry, which Options and LoadFile then refuse. Call it after parsing fs.
+// an entry, which Options then refuses. Call it after parsing fs.
 func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (string, bool)) {
 	if fs.Changed("registry-whitelist") { // the flag replaces the variable
 		p.emptyWhitelist = ""
-		if len(SplitList(strings.Join(p.RegistryWhitelist, ","))) == 0 {
+		if len(splitValues(p.AllowedRegistries)) == 0 {
 			p.emptyWhitelist = "--registry-whitelist"
 		}
 	}
@@ -215,8 +217,8 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 	}
 	o := policyfile.Overrides{}
 	if _, set := lookup(EnvRegistryWhitelist); set || fs.Changed("registry-whitelist") {
-		list := SplitList(strings.Join(p.RegistryWhitelist, ","))
-		o.RegistryWhitelist = &list
+		list := splitValues(p.AllowedRegistries)
+		o.AllowedRegistries = &list
 	}
 	if fs.Changed("reject-latest") {
 		v := p.RejectLatest
@@ -231,24 +233,43 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 		o.Mode = &mode
 	}
 	if fs.Changed("registry-mirror") {
-		rules, _ := ParseMirrors(p.RegistryMirrors) // LoadFile reports a broken one
+		rules, _ := ParseMirrors(p.RegistryMirrors) // Options reports a broken one
 		o.RegistryMirrors = &rules
 	}
 	p.FileOverrides = o
 }
 
-// LoadFile reads and compiles the policy file with the explicit settings
-// applied to its default rule.
-func (p PolicyConfig) LoadFile() (*policyfile.Loaded, error) {
-	if err := p.whitelistError(); err != nil {
-		return nil, err
+// Compile is the one way from settings to a policy: the flags alone, or,
+// with File, the policy file on the default rule DefaultPolicy describes,
+// with the settings given explicitly applied to it. The flags are checked
+// as flags either way (see Options). It returns the lint warnings as users
+// read them, located in the file when there is one.
+func (p PolicyConfig) Compile() (*policy.Policy, []string, error) {
+	opts, err := p.Options()
+	if err != nil {
+		return nil, nil, err
 	}
-	if p.FileOverrides.RegistryMirrors != nil {
-		if _, err := ParseMirrors(p.RegistryMirrors); err != nil {
-			return nil, err
+	if p.File != "" {
+		data, err := policyfile.Read(p.File)
+		var l *policyfile.Loaded
+		if err == nil {
+			defaults, _ := DefaultPolicy().Options() // valid by construction
+			l, err = policyfile.Parse(p.File, data, defaults.Rule(), p.FileOverrides)
 		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid policy file:\n%w", err)
+		}
+		return l.Policy, l.Warnings, nil
 	}
-	return policyfile.Load(p.File, p.FileOverrides)
+	pol, err := policy.New(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	warnings := make([]string, len(pol.Warnings()))
+	for i, w := range pol.Warnings() {
+		warnings[i] = w.String()
+	}
+	return pol, warnings, nil
 }
 
 // ParseMirrors splits --registry-mirror values (comma-separated FROM=TO
@@ -256,7 +277,7 @@ func (p PolicyConfig) LoadFile() (*policyfile.Loaded, error) {
 func ParseMirrors(values []string) ([]rewrite.Rule, error) {
 	var rules []rewrite.Rule
 	var errs []error
-	for _, v := range SplitList(strings.Join(values, ",")) {
+	for _, v := range splitValues(values) {
 		r, err := rewrite.ParseRule(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
@@ -267,26 +288,32 @@ func ParseMirrors(values []string) ([]rewrite.Rule, error) {
 	return rules, errors.Join(errs...)
 }
 
-// Options compiles the policy settings into policy options.
+// Options turns the policy settings into policy options, checking each as
+// a flag, with or without a policy file: every error names the setting.
 func (p PolicyConfig) Options() (policy.Options, error) {
 	if err := p.whitelistError(); err != nil {
 		return policy.Options{}, err
 	}
-	mode, err := policy.ParseMode(p.Mode)
-	if err != nil {
-		return policy.Options{}, fmt.Errorf("--mode: %w", err)
+	opts := policy.Options{AllowedRegistries: splitValues(p.AllowedRegistries), RejectLatest: p.RejectLatest, AllowBreakGlass: p.AllowBreakGlass}
+	var errs, entryErrs []error
+	var err error
+	if opts.Mode, err = policy.ParseMode(p.Mode); err != nil {
+		errs = append(errs, fmt.Errorf("--mode: %w", err))
 	}
-	mirrors, err := ParseMirrors(p.RegistryMirrors)
-	if err != nil {
-		return policy.Options{}, err
+	for _, raw := range opts.AllowedRegistries {
+		if _, err := policy.ParseRegistryEntry(raw); err != nil {
+			entryErrs = append(entryErrs, err)
+		}
 	}
-	return policy.Options{
-		RegistryWhitelist: SplitList(strings.Join(p.RegistryWhitelist, ",")),
-		RejectLatest:      p.RejectLatest,
-		AllowBreakGlass:   p.AllowBreakGlass,
-		Mode:              mode,
-		RegistryMirrors:   mirrors,
-	}, nil
+	if err := errors.Join(entryErrs...); err != nil {
+		errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
+	}
+	if opts.RegistryMirrors, err = ParseMirrors(p.RegistryMirrors); err != nil {
+		errs = append(errs, err)
+	} else if _, err := rewrite.New(opts.RegistryMirrors); err != nil {
+		errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
+	}
+	return opts, errors.Join(errs...)
 }
 
 // Validate checks the server and policy settings; it does not read any file.
@@ -321,20 +348,8 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
-	// Compile the policy too, so a bad --registry-whitelist entry or
-	// --registry-mirror rule is a configuration error (exit 2) before
-	// serving, as it is for check.
-	if opts, err := c.Policy.Options(); err != nil {
+	if _, err := c.Policy.Options(); err != nil {
 		errs = append(errs, err)
-	} else {
-		mirrors := opts.RegistryMirrors
-		opts.RegistryMirrors = nil
-		if _, err := policy.New(opts); err != nil {
-			errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
-		}
-		if _, err := rewrite.New(mirrors); err != nil {
-			errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -359,6 +374,9 @@ func ParseLogLevel(s string) (slog.Level, error) {
 	}
 	return l, nil
 }
+
+// splitValues is SplitList over a repeatable flag's values.
+func splitValues(values []string) []string { return SplitList(strings.Join(values, ",")) }
 
 // SplitList splits comma-separated values, trimming blanks and dropping
 // empty items, so "a, b,,c" is [a b c].

@@ -2,6 +2,8 @@ package config_test
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -61,7 +63,7 @@ func TestDefaultIsSafe(t *testing.T) {
 		{"reject latest", c.Policy.RejectLatest, true},
 		{"allow break-glass", c.Policy.AllowBreakGlass, true},
 		{"mode", c.Policy.Mode, "enforce"},
-		{"registry whitelist", len(c.Policy.RegistryWhitelist), 0},
+		{"registry whitelist", len(c.Policy.AllowedRegistries), 0},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -98,7 +100,7 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Port = "/env/tls.crt", "/env/tls.key", 1323
-				c.Policy.RegistryWhitelist = []string{"registry.my.com", "quay.io/prometheus"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com", "quay.io/prometheus"}
 			}),
 		},
 		{
@@ -118,7 +120,7 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"--tls-cert-file=/flag/tls.crt", "--tls-key-file=/flag/tls.key", "--port=9443", "--registry-whitelist=flag.example.com"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile, c.Port = "/flag/tls.crt", "/flag/tls.key", 9443
-				c.Policy.RegistryWhitelist = []string{"flag.example.com"}
+				c.Policy.AllowedRegistries = []string{"flag.example.com"}
 			}),
 		},
 		{
@@ -131,7 +133,7 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			args: []string{"--tls-key-file", "/flag/tls.key"},
 			want: with(func(c *config.Config) {
 				c.TLSCertFile, c.TLSKeyFile = "/env/tls.crt", "/flag/tls.key"
-				c.Policy.RegistryWhitelist = []string{"env.example.com"}
+				c.Policy.AllowedRegistries = []string{"env.example.com"}
 			}),
 		},
 		{
@@ -159,14 +161,14 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 			name: "registry whitelist is comma-separated and repeatable",
 			args: []string{"--registry-whitelist=registry.my.com,quay.io/prometheus", "--registry-whitelist", "[::1]:5000"},
 			want: with(func(c *config.Config) {
-				c.Policy.RegistryWhitelist = []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"}
+				c.Policy.AllowedRegistries = []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"}
 			}),
 		},
 		{
 			name: "a repeated whitelist flag replaces the variable instead of adding to it",
 			env:  map[string]string{"BOUNCER_REGISTRY_WHITELIST": "env.example.com"},
 			args: []string{"--registry-whitelist=a.example.com", "--registry-whitelist=b.example.com"},
-			want: with(func(c *config.Config) { c.Policy.RegistryWhitelist = []string{"a.example.com", "b.example.com"} }),
+			want: with(func(c *config.Config) { c.Policy.AllowedRegistries = []string{"a.example.com", "b.example.com"} }),
 		},
 		{
 			name: "every other server and policy flag sets its field",
@@ -309,7 +311,7 @@ func TestOptionsTrimsTheWhitelistAndCarriesThePolicy(t *testing.T) {
 			name: "blanks around entries and empty entries are dropped",
 			args: []string{"--registry-whitelist= registry.my.com ,, quay.io/prometheus", "--registry-whitelist=,[::1]:5000 ,"},
 			want: policy.Options{
-				RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"},
+				AllowedRegistries: []string{"registry.my.com", "quay.io/prometheus", "[::1]:5000"},
 				RejectLatest:      true, AllowBreakGlass: true, Mode: policy.ModeEnforce,
 			},
 		},
@@ -317,7 +319,7 @@ func TestOptionsTrimsTheWhitelistAndCarriesThePolicy(t *testing.T) {
 			name: "the whitelist variable is trimmed the same way",
 			env:  map[string]string{"BOUNCER_REGISTRY_WHITELIST": " registry.my.com,, quay.io/prometheus "},
 			want: policy.Options{
-				RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus"},
+				AllowedRegistries: []string{"registry.my.com", "quay.io/prometheus"},
 				RejectLatest:      true, AllowBreakGlass: true, Mode: policy.ModeEnforce,
 			},
 		},
@@ -439,7 +441,7 @@ func TestValidateNamesEachBrokenSetting(t *testing.T) {
 		},
 		{
 			name: "whitelist entry with a URL scheme",
-			edit: func(c *config.Config) { c.Policy.RegistryWhitelist = []string{"registry.my.com", "https://quay.io"} },
+			edit: func(c *config.Config) { c.Policy.AllowedRegistries = []string{"registry.my.com", "https://quay.io"} },
 			want: `registry entry "https://quay.io": drop the URL scheme`,
 		},
 		{
@@ -454,7 +456,7 @@ func TestValidateNamesEachBrokenSetting(t *testing.T) {
 		},
 		{
 			name: "whitelist entry with a wildcard",
-			edit: func(c *config.Config) { c.Policy.RegistryWhitelist = []string{"*.my.com"} },
+			edit: func(c *config.Config) { c.Policy.AllowedRegistries = []string{"*.my.com"} },
 			want: `registry entry "*.my.com"`,
 		},
 	}
@@ -545,13 +547,68 @@ func TestAnEmptyRegistryWhitelistFailsClosed(t *testing.T) {
 			}
 			// check and audit compile the policy without Validate: they
 			// refuse it too, before reading any file.
-			if c.Policy.File != "" {
-				_, err = c.Policy.LoadFile()
-			} else {
-				_, err = c.Policy.Options()
-			}
-			if err == nil || err.Error() != tc.wantErr {
+			if _, _, err = c.Policy.Compile(); err == nil || err.Error() != tc.wantErr {
 				t.Errorf("compiling the policy: got %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// Compile is the one way to a policy: the flags are checked as flags with
+// or without a file, and each error says which setting or which line.
+func TestCompileNamesWhatIsWrong(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\n"+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return "--config=" + path
+	}
+	good := file("good.yaml", "default:\n  allowedRegistries: [registry.my.com]\n")
+	tests := []struct {
+		name string
+		// args are policy flags.
+		args []string
+		// wantErr starts the error, "" for none.
+		wantErr string
+		// image is judged by the compiled policy, and wantAllowed is its verdict.
+		image       string
+		wantAllowed bool
+	}{
+		{name: "the flags alone", args: []string{"--registry-whitelist=registry.my.com"}, image: "registry.my.com/app:1", wantAllowed: true},
+		{name: "the file alone", args: []string{good}, image: "quay.io/app:1"},
+		{name: "a flag given explicitly overrides the file", args: []string{good, "--registry-whitelist=quay.io"}, image: "quay.io/app:1", wantAllowed: true},
+		{name: "a broken entry without a file", args: []string{"--registry-whitelist=https://quay.io"}, wantErr: `--registry-whitelist: registry entry "https://quay.io": drop the URL scheme`},
+		{name: "a wildcard entry with a file, which flags do not take", args: []string{good, "--registry-whitelist=*.my.com"}, wantErr: `--registry-whitelist: registry entry "*.my.com"`},
+		{name: "a broken mirror with a file", args: []string{good, "--registry-mirror=docker.io=mirror"}, wantErr: `--registry-mirror: rewrite docker.io=mirror: TO "mirror"`},
+		{name: "a bad mode with a file", args: []string{good, "--mode=audit"}, wantErr: `--mode: unknown mode "audit"`},
+		{name: "a broken file", args: []string{file("bad.yaml", "default:\n  allowedRegistries: [\"https://x\"]\n")}, wantErr: "invalid policy file:\n" + dir + `/bad.yaml:4: default.allowedRegistries[0]: registry entry "https://x"`},
+		{name: "a missing file", args: []string{"--config=" + dir + "/none.yaml"}, wantErr: "invalid policy file:\nopen " + dir + "/none.yaml"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := config.DefaultPolicy()
+			fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
+			p.AddFlags(fs)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			p.MarkExplicit(fs, envFunc(nil))
+			pol, _, err := p.Compile()
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+					t.Fatalf("Compile(): got error %v, want one starting %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Compile(): got error %v, want nil", err)
+			}
+			if d := pol.Evaluate(policy.Input{Images: []policy.Image{{Ref: tc.image}}}); d.Allowed != tc.wantAllowed {
+				t.Errorf("got %s allowed %v, want %v (%s)", tc.image, d.Allowed, tc.wantAllowed, d.Reason())
 			}
 		})
 	}

@@ -16,7 +16,7 @@ import (
 
 func corpusPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
-	p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true})
+	p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,11 +195,8 @@ const (
 	EndpointMutate      = "mutate"
 )
 
-// Rules are the rule label's values, started at zero.
-var Rules = []policy.Rule{
-	policy.RuleInvalidReference, policy.RuleRegistry, policy.RuleLatestTag, policy.RuleNoImages,
-	policy.RuleDeniedRepository, policy.RuleDigestRequired, policy.RuleTooManyImages, policy.RuleUnreadable,
-}
+// Rules are the rule label's values, started at zero: every policy check.
+var Rules = policy.Checks()
 
 // Decisions are the decision label's values.
 var Decisions = []string{

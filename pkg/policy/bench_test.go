@@ -11,7 +11,7 @@ import (
 // project on another registry, one Docker Hub image, no latest, audited
 // break-glass.
 var benchOptions = policy.Options{
-	RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus", "docker.io/library/busybox"},
+	AllowedRegistries: []string{"registry.my.com", "quay.io/prometheus", "docker.io/library/busybox"},
 	RejectLatest:      true,
 	AllowBreakGlass:   true,
 }

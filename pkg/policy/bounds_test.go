@@ -19,7 +19,7 @@ func images(n int, format string) []policy.Image {
 func TestEvaluateDeniesMoreImagesThanTheCapWhole(t *testing.T) {
 	t.Parallel()
 	// Warn mode reports it like any violation; break-glass cannot override it.
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, AllowBreakGlass: true})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, AllowBreakGlass: true})
 	tests := []struct {
 		name    string
 		images  int
@@ -53,7 +53,7 @@ func TestEvaluateDeniesMoreImagesThanTheCapWhole(t *testing.T) {
 
 func TestEvaluateJudgesRepeatedImagesOnce(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}})
 	// Past the scan, the map must still see every earlier image.
 	in := policy.Input{Images: append(images(40, "evil.io/app:%d"), images(40, "evil.io/app:%d")...)}
 	if got := len(p.Evaluate(in).Violations); got != 40 {
@@ -63,7 +63,7 @@ func TestEvaluateJudgesRepeatedImagesOnce(t *testing.T) {
 
 func TestTextsAreBoundedWhateverTheReviewHolds(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, AllowBreakGlass: true, Mode: policy.ModeWarn})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, AllowBreakGlass: true, Mode: policy.ModeWarn})
 	long := "evil.io/" + strings.Repeat("a", 100_000) + ":1"
 	tests := []struct {
 		name       string

@@ -204,3 +204,45 @@ func FuzzParseBreakGlass(f *testing.F) {
 		}
 	})
 }
+
+// BreakGlassNote says why a break-glass request did not admit the pod, as
+// the reason ends with it, and says it even when nothing needed overriding.
+func TestBreakGlassNoteSaysWhyBreakGlassDidNotAdmit(t *testing.T) {
+	t.Parallel()
+	ask := map[string]string{bgFlag: "true"}
+	tests := []struct {
+		name        string
+		rule        policy.RuleOptions
+		image       string
+		annotations map[string]string
+		want        string
+	}{
+		{name: "none asked", rule: policy.RuleOptions{BreakGlass: policy.BreakGlassOptions{Enabled: true}}, image: "ghcr.io/x:1"},
+		{name: "honoured", rule: policy.RuleOptions{BreakGlass: policy.BreakGlassOptions{Enabled: true}}, image: "ghcr.io/x:1", annotations: ask},
+		{name: "disabled", image: "ghcr.io/x:1", annotations: ask, want: "break-glass was requested but is disabled on this server"},
+		{name: "disabled, with nothing to override", image: "registry.my.com/x:1", annotations: ask, want: "break-glass was requested but is disabled on this server"},
+		{
+			name: "refused", rule: policy.RuleOptions{BreakGlass: policy.BreakGlassOptions{Enabled: true, RequireTicket: true}}, image: "ghcr.io/x:1", annotations: ask,
+			want: `break-glass refused: rule "default" requires a ticket`,
+		},
+		{
+			name: "not overridable", rule: policy.RuleOptions{BreakGlass: policy.BreakGlassOptions{Enabled: true}}, image: "BAD", annotations: ask,
+			want: "break-glass cannot override an invalid image reference",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.rule.AllowedRegistries = []string{"registry.my.com"}
+			p := mustCompile(t, policy.Spec{Default: tc.rule})
+			d := p.Evaluate(policy.Input{Images: []policy.Image{{Ref: tc.image}}, Annotations: tc.annotations})
+			got := d.BreakGlassNote()
+			if !strings.HasPrefix(got, tc.want) || (tc.want == "") != (got == "") {
+				t.Errorf("got note %q, want %q", got, tc.want)
+			}
+			if got != "" && !d.Allowed && !strings.HasSuffix(d.Reason(), "; "+got) {
+				t.Errorf("got reason %q, want it to end with the note", d.Reason())
+			}
+		})
+	}
+}

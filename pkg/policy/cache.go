@@ -113,7 +113,7 @@ func (c *verdictCache) len() int {
 // image, and get them back on the way out.
 func (c *verdictCache) judge(r *rule, vs []Violation, img Image) []Violation {
 	if c == nil { // a Policy not made by Compile
-		return r.checkImage(vs, img)
+		return r.checkImage(vs, img, nil)
 	}
 	if cached, ok := c.get(r, img.Ref); ok {
 		for _, v := range cached {
@@ -123,7 +123,7 @@ func (c *verdictCache) judge(r *rule, vs []Violation, img Image) []Violation {
 		return vs
 	}
 	n := len(vs)
-	vs = r.checkImage(vs, img)
+	vs = r.checkImage(vs, img, nil)
 	var found []Violation
 	if len(vs) > n {
 		found = make([]Violation, len(vs)-n)

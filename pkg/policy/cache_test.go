@@ -15,7 +15,7 @@ import (
 func TestCachedVerdictsEqualFreshOnes(t *testing.T) {
 	t.Parallel()
 	warm, c := loadCorpus(t)
-	opts := policy.Options{RegistryWhitelist: c.Policy.RegistryWhitelist, RejectLatest: c.Policy.RejectLatest, AllowBreakGlass: c.Policy.AllowBreakGlass}
+	opts := policy.Options{AllowedRegistries: c.Policy.AllowedRegistries, RejectLatest: c.Policy.RejectLatest, AllowBreakGlass: c.Policy.AllowBreakGlass}
 	for _, tc := range c.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			first := policy.Input{Namespace: "a", Images: []policy.Image{{Container: "first", Ref: tc.Image}}, Annotations: tc.Annotations}
@@ -35,11 +35,11 @@ func TestCachedVerdictsEqualFreshOnes(t *testing.T) {
 func TestReloadStartsWithAnEmptyCache(t *testing.T) {
 	t.Parallel()
 	in := policy.Input{Images: []policy.Image{{Container: "app", Ref: "registry.my.com/app:1.0"}}}
-	old := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	old := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}})
 	if d := old.Evaluate(in); !d.Allowed {
 		t.Fatalf("old policy: got %v, want allowed", d.Violations)
 	}
-	reloaded := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"quay.io"}})
+	reloaded := mustPolicy(t, policy.Options{AllowedRegistries: []string{"quay.io"}})
 	if n := policy.CacheLen(reloaded); n != 0 {
 		t.Fatalf("a new policy holds %d verdicts, want none", n)
 	}
@@ -52,7 +52,7 @@ func TestReloadStartsWithAnEmptyCache(t *testing.T) {
 // longer than any valid reference are not kept at all.
 func TestCacheIsBounded(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true})
 	for i := range 3 * policy.CacheCap {
 		p.Evaluate(policy.Input{Images: []policy.Image{{Ref: fmt.Sprintf("registry.my.com/flood/app-%d:v1", i)}}})
 	}
@@ -60,7 +60,7 @@ func TestCacheIsBounded(t *testing.T) {
 		t.Errorf("after %d distinct images the cache holds %d verdicts, want at most %d (and not almost none)", 3*policy.CacheCap, n, policy.CacheCap)
 	}
 
-	q := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	q := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}})
 	long := "registry.my.com/" + strings.Repeat("a", 1000) + ":1"
 	if d := q.Evaluate(policy.Input{Images: []policy.Image{{Ref: long}}}); d.Allowed {
 		t.Fatalf("a 1 KiB reference was allowed")
@@ -74,7 +74,7 @@ func TestCacheIsBounded(t *testing.T) {
 // kept when the cache makes room.
 func TestCacheKeepsImagesInUse(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true})
 	hot := policy.Input{Images: []policy.Image{{Container: "app", Ref: "docker.io/library/nginx:1.27"}}}
 	want := p.Evaluate(hot)
 	for i := range 2 * policy.CacheCap {
@@ -91,7 +91,7 @@ func TestCacheKeepsImagesInUse(t *testing.T) {
 // with -race) and each gets its own container names back.
 func TestCacheConcurrentReviews(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {

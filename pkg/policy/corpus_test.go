@@ -20,7 +20,7 @@ type Corpus struct {
 
 // CorpusOpts is the policy every corpus case is judged under.
 type CorpusOpts struct {
-	RegistryWhitelist []string `json:"registryWhitelist"`
+	AllowedRegistries []string `json:"registryWhitelist"`
 	RejectLatest      bool     `json:"rejectLatest"`
 	AllowBreakGlass   bool     `json:"allowBreakGlass"`
 }
@@ -47,7 +47,7 @@ func loadCorpus(t testing.TB) (*policy.Policy, Corpus) {
 		t.Fatalf("decode corpus: %v", err)
 	}
 	p, err := policy.New(policy.Options{
-		RegistryWhitelist: c.Policy.RegistryWhitelist,
+		AllowedRegistries: c.Policy.AllowedRegistries,
 		RejectLatest:      c.Policy.RejectLatest,
 		AllowBreakGlass:   c.Policy.AllowBreakGlass,
 	})

@@ -29,6 +29,14 @@ const (
 	RuleUnreadable Rule = "unreadable-request"
 )
 
+// Checks returns every Rule: the values of the rule label of metrics.
+func Checks() []Rule {
+	return []Rule{
+		RuleInvalidReference, RuleRegistry, RuleLatestTag, RuleNoImages,
+		RuleDeniedRepository, RuleDigestRequired, RuleTooManyImages, RuleUnreadable,
+	}
+}
+
 // Overridable reports whether break-glass may override a violation of r.
 // An unparsable reference cannot run anywhere, and an empty or oversized
 // request is not a pod, so overriding those would only hide a broken request.
@@ -51,7 +59,12 @@ type Violation struct {
 	Source string
 	// Image is the reference as written in the pod spec.
 	Image string
-	// Normalized is the fully qualified reference; empty when unparsable.
+	// Rewritten is the reference judged instead of Image, the mutating
+	// webhook's rewrite of it (see [Policy.EvaluateMutated]); empty when
+	// Image itself was judged.
+	Rewritten string
+	// Normalized is the fully qualified form of the reference judged;
+	// empty when unparsable.
 	Normalized string
 	// Rule is the rule that was violated.
 	Rule Rule
@@ -59,7 +72,8 @@ type Violation struct {
 	Message string
 }
 
-// String renders the violation as one self-contained sentence, e.g.
+// String renders the violation as one self-contained sentence about the
+// reference judged, e.g.
 // `container "app" image "nginx:1.25": registry docker.io is not allowed ...`.
 func (v Violation) String() string {
 	var b strings.Builder
@@ -80,7 +94,11 @@ func (v Violation) writeTo(b *strings.Builder) {
 	}
 	if v.Rule.aboutImage() {
 		b.WriteString("image ")
-		writeQuoted(b, v.Image)
+		judged := v.Image
+		if v.Rewritten != "" {
+			judged = v.Rewritten
+		}
+		writeQuoted(b, judged)
 		b.WriteString(": ")
 	}
 	b.WriteString(v.Message)
@@ -247,16 +265,25 @@ func (d *Decision) Reason() string {
 	case OutcomeWarned:
 		return "warn mode, not enforced: " + d.Summary()
 	}
-	s := d.Summary()
+	if note := d.BreakGlassNote(); note != "" {
+		return d.Summary() + "; " + note
+	}
+	return d.Summary()
+}
+
+// BreakGlassNote says why the pod's break-glass request did not admit
+// it: disabled, refused by the rule, or not overriding what it violates;
+// "" when it asked for none, or when break-glass admitted it.
+func (d *Decision) BreakGlassNote() string {
 	switch {
 	case d.BreakGlassDisabled:
-		s += "; break-glass was requested but is disabled on this server"
+		return "break-glass was requested but is disabled on this server"
 	case d.BreakGlassRefused != "":
-		s += "; break-glass refused: " + d.BreakGlassRefused
-	case d.BreakGlass.Requested:
-		s += "; break-glass cannot override an invalid image reference, an empty request or one with too many images"
+		return "break-glass refused: " + d.BreakGlassRefused
+	case d.BreakGlass.Requested && !d.Allowed:
+		return "break-glass cannot override an invalid image reference, an empty request or one with too many images"
 	}
-	return s
+	return ""
 }
 
 // Refuse is the decision on a request in namespace that the policy cannot

@@ -8,7 +8,7 @@ import (
 
 func ExamplePolicy_Evaluate() {
 	p, err := policy.New(policy.Options{
-		RegistryWhitelist: []string{"registry.my.com"},
+		AllowedRegistries: []string{"registry.my.com"},
 		RejectLatest:      true,
 		AllowBreakGlass:   true,
 	})

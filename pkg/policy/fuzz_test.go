@@ -21,8 +21,8 @@ func FuzzEvaluate(f *testing.F) {
 		}
 		f.Add(tc.Image, key, value)
 	}
-	whitelist := make([]policy.RegistryEntry, 0, len(corpus.Policy.RegistryWhitelist))
-	for _, raw := range corpus.Policy.RegistryWhitelist {
+	whitelist := make([]policy.RegistryEntry, 0, len(corpus.Policy.AllowedRegistries))
+	for _, raw := range corpus.Policy.AllowedRegistries {
 		e, err := policy.ParseRegistryEntry(raw)
 		if err != nil {
 			f.Fatal(err)
@@ -75,6 +75,43 @@ func FuzzEvaluate(f *testing.F) {
 	})
 }
 
+// FuzzEvaluateMutated checks that whatever the images, EvaluateMutated
+// decides what Evaluate decides on the images as the plan rewrites them,
+// and that its violations name the images as written.
+func FuzzEvaluateMutated(f *testing.F) {
+	p := mustCompile(f, mirrorSpec)
+	f.Add("nginx", "ghcr.io/x:1", "default", "")
+	f.Add("quay.io/prometheus/prometheus:v2", "registry.my.com/dockerhub/library/nginx", "team-b", "true")
+	f.Add("BAD", "", "legacy", "true")
+	f.Fuzz(func(t *testing.T, a, b, namespace, breakGlass string) {
+		in := policy.Input{Namespace: namespace, Images: []policy.Image{{Container: "a", Ref: a}, {Container: "b", Ref: b}},
+			Annotations: map[string]string{bgFlag: breakGlass}}
+		plan, d := p.EvaluateMutated(in)
+		judged := policy.Input{Namespace: namespace, Annotations: in.Annotations}
+		written := map[string]string{} // container -> image as written
+		for i, img := range in.Images {
+			written[img.Container] = img.Ref
+			if r := plan.Results[i]; r.Changed() {
+				img.Ref = r.Rewritten
+			}
+			judged.Images = append(judged.Images, img)
+		}
+		want := p.Evaluate(judged)
+		if d.Outcome != want.Outcome || d.Reason() != want.Reason() || len(d.Violations) != len(want.Violations) {
+			t.Fatalf("got %s %q, want what Evaluate decides on the rewritten images: %s %q", d.Outcome, d.Reason(), want.Outcome, want.Reason())
+		}
+		for i, v := range d.Violations {
+			judgedRef := v.Image
+			if v.Rewritten != "" {
+				judgedRef = v.Rewritten
+			}
+			if v.Image != written[v.Container] || judgedRef != want.Violations[i].Image {
+				t.Fatalf("got violation %+v, want the image as written %q and the reference judged %q", v, written[v.Container], want.Violations[i].Image)
+			}
+		}
+	})
+}
+
 // FuzzParseRegistryEntry checks that a parsed entry is stable: its
 // normalised form parses to itself.
 func FuzzParseRegistryEntry(f *testing.F) {
@@ -86,7 +123,7 @@ func FuzzParseRegistryEntry(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if p, err := policy.New(policy.Options{RegistryWhitelist: []string{raw}}); err != nil || len(p.Warnings()) > 0 {
+		if p, err := policy.New(policy.Options{AllowedRegistries: []string{raw}}); err != nil || len(p.Warnings()) > 0 {
 			// Single-label hosts ("aA000/x" parses as host aA000) cannot
 			// round-trip; the policy warns about them instead.
 			return

@@ -13,7 +13,8 @@ import (
 // logs, the imagegate_policy_info metric and, for a policy file, the
 // policy-hash audit annotation carry, so an operator can tell which policy a
 // replica applied. Every field that changes a decision or a message must be
-// part of it. It is computed once, when the policy is compiled.
+// part of it (TestHashCoversEveryRuleField edits each one). It is computed
+// once, when the policy is compiled.
 func (p *Policy) Hash() string { return p.hash }
 
 // computeHash renders the compiled rules canonically (entries normalised,

@@ -43,10 +43,10 @@ func ParseMode(s string) (Mode, error) {
 // default rule, applied to every namespace. A policy file adds namespace
 // rules and more checks; see [Spec] and [Compile].
 type Options struct {
-	// RegistryWhitelist lists the registries (host[:port]) and repository
-	// paths (host[:port]/path) images may come from. Empty turns the
-	// registry rule off.
-	RegistryWhitelist []string
+	// AllowedRegistries lists the registries (host[:port]) and repository
+	// paths (host[:port]/path) images may come from (--registry-whitelist).
+	// Empty turns the registry check off.
+	AllowedRegistries []string
 	// RejectLatest denies images with no tag and no digest, or tagged latest.
 	RejectLatest bool
 	// AllowBreakGlass lets a pod's break-glass annotation override
@@ -63,7 +63,7 @@ type Options struct {
 func (o Options) Rule() RuleOptions {
 	return RuleOptions{
 		Name:              DefaultRuleName,
-		AllowedRegistries: o.RegistryWhitelist,
+		AllowedRegistries: o.AllowedRegistries,
 		RejectLatest:      o.RejectLatest,
 		Mode:              o.Mode,
 		BreakGlass:        BreakGlassOptions{Enabled: o.AllowBreakGlass},
@@ -77,7 +77,7 @@ type Policy struct {
 	def      *rule
 	exact    map[string]*rule // namespace name -> rule
 	globs    []glob           // most specific first
-	warnings []string
+	warnings []Warning
 	hash     string
 	source   string
 	annotate bool            // add the policy-hash and policy-rule audit annotations
@@ -90,8 +90,9 @@ type Policy struct {
 // default. Every invalid whitelist entry is reported, each by name. Unlike a
 // policy file, flags take no wildcard entries.
 func New(opts Options) (*Policy, error) {
+	def := opts.Rule()
 	var errs []error
-	for _, raw := range opts.RegistryWhitelist {
+	for _, raw := range def.AllowedRegistries {
 		if _, err := ParseRegistryEntry(raw); err != nil {
 			errs = append(errs, err)
 		}
@@ -99,7 +100,7 @@ func New(opts Options) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	p, err := Compile(Spec{Default: opts.Rule()})
+	p, err := Compile(Spec{Default: def})
 	if err != nil {
 		return nil, unwrapFieldErrors(err)
 	}
@@ -108,13 +109,10 @@ func New(opts Options) (*Policy, error) {
 
 // Warnings returns the problems found while compiling the policy that do not
 // make it invalid but probably are not what the operator meant.
-func (p *Policy) Warnings() []string { return p.warnings }
+func (p *Policy) Warnings() []Warning { return p.warnings }
 
 // Mode returns the enforcement mode of the policy's default rule.
 func (p *Policy) Mode() Mode { return p.def.mode }
-
-// Source says where the policy came from (see [Spec.Source]).
-func (p *Policy) Source() string { return p.source }
 
 // Image is one image a pod would run.
 type Image struct {
@@ -151,7 +149,20 @@ type Input struct {
 // Evaluate judges every image of in under the rule for in.Namespace and
 // combines the results into one Decision. It never fails: anything it cannot
 // understand is a violation.
-func (p *Policy) Evaluate(in Input) Decision {
+func (p *Policy) Evaluate(in Input) Decision { return p.evaluate(in, nil) }
+
+// EvaluateMutated is what the cluster decides after the mutating webhook:
+// the plan of [Policy.Rewrite] for in, and the decision on the images as
+// rewritten. Each violation names the image as written, and the reference
+// judged in its Rewritten field when the plan changed it.
+func (p *Policy) EvaluateMutated(in Input) (RewritePlan, Decision) {
+	plan := p.Rewrite(in)
+	return plan, p.evaluate(in, plan.Results)
+}
+
+// evaluate is Evaluate, judging image i as rewritten[i] when that
+// changes it.
+func (p *Policy) evaluate(in Input, rewritten []rewrite.Result) Decision {
 	r, _ := p.ruleFor(in.Namespace)
 	d := Decision{Mode: r.mode, RuleName: r.name}
 	switch {
@@ -174,7 +185,15 @@ func (p *Policy) Evaluate(in Input) Decision {
 			if duplicateImage(in.Images[:i], img, &seen) {
 				continue
 			}
-			d.Violations = p.cache.judge(r, d.Violations, img)
+			if rewritten == nil || !rewritten[i].Changed() {
+				d.Violations = p.cache.judge(r, d.Violations, img)
+				continue
+			}
+			n, judged := len(d.Violations), rewritten[i].Rewritten
+			d.Violations = p.cache.judge(r, d.Violations, Image{Container: img.Container, Source: img.Source, Ref: judged})
+			for j := n; j < len(d.Violations); j++ {
+				d.Violations[j].Image, d.Violations[j].Rewritten = img.Ref, judged
+			}
 		}
 	}
 	d.BreakGlass = ParseBreakGlass(in.Annotations)
@@ -218,20 +237,25 @@ func duplicateImage(judged []Image, img Image, seen *map[Image]struct{}) bool {
 	return false
 }
 
-// checkImage appends img's violations to vs, in a fixed rule order.
-func (r *rule) checkImage(vs []Violation, img Image) []Violation {
+// checkImage appends img's violations to vs, in a fixed rule order. With
+// a trace, it also records each check as it applies it, for [Policy.Explain].
+func (r *rule) checkImage(vs []Violation, img Image, t *trace) []Violation {
 	named, err := reference.ParseNormalizedNamed(img.Ref)
 	if img.Ref == "" {
 		err = errors.New("the reference is empty")
 	}
 	if err != nil {
+		t.record(RuleInvalidReference, stepFail, err.Error())
 		return append(vs, Violation{
 			Container: img.Container, Source: img.Source, Image: img.Ref, Rule: RuleInvalidReference,
 			Message: fmt.Sprintf("not a valid image reference (%v); write it as [registry[:port]/]repository[:tag][@digest], repository in lower case", err),
 		})
 	}
 	domain, path := reference.Domain(named), reference.Path(named)
-	if _, ok := r.exemption(named, domain, path); ok {
+	if e, ok := r.exemption(named, domain, path); ok {
+		if t != nil {
+			t.record("exempt", stepPass, "exempt by exemptImages entry "+e+"; no other check applies")
+		}
 		return vs
 	}
 	normalized := named.String()
@@ -240,24 +264,44 @@ func (r *rule) checkImage(vs []Violation, img Image) []Violation {
 			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: rule, Message: msg,
 		})
 	}
-	if len(r.whitelist) > 0 {
-		if msg := r.registryProblem(domain, path); msg != "" {
-			add(RuleRegistry, msg)
-		}
+	if len(r.whitelist) == 0 {
+		t.record(RuleRegistry, stepOff, "no allowedRegistries: every registry is allowed")
+	} else if msg := r.registryProblem(domain, path); msg != "" {
+		add(RuleRegistry, msg)
+		t.record(RuleRegistry, stepFail, msg)
+	} else if t != nil {
+		e, _ := matchEntry(r.whitelist, domain, path)
+		t.record(RuleRegistry, stepPass, "matches allowedRegistries entry "+e.String())
 	}
 	if e, ok := matchEntry(r.denied, domain, path); ok {
 		add(RuleDeniedRepository, fmt.Sprintf("repository %s/%s is denied by rule %q (entry %s); use another image",
 			canonicalDomain(domain), path, r.name, e))
-	}
-	if r.rejectLatest {
-		if msg := latestProblem(named); msg != "" {
-			add(RuleLatestTag, msg)
+		if t != nil {
+			t.record(RuleDeniedRepository, stepFail, "matches deniedRepositories entry "+e.String())
 		}
+	} else if len(r.denied) == 0 {
+		t.record(RuleDeniedRepository, stepOff, "no deniedRepositories")
+	} else {
+		t.record(RuleDeniedRepository, stepPass, "in no denied repository")
 	}
-	if r.requireDigest {
-		if _, ok := named.(reference.Digested); !ok {
-			add(RuleDigestRequired, fmt.Sprintf("rule %q requires images pinned by digest; append the digest (@sha256:...)", r.name))
-		}
+	_, digested := named.(reference.Digested)
+	if !r.rejectLatest {
+		t.record(RuleLatestTag, stepOff, "rejectLatest is off")
+	} else if msg := latestProblem(named); msg != "" {
+		add(RuleLatestTag, msg)
+		t.record(RuleLatestTag, stepFail, msg)
+	} else if tagged, ok := named.(reference.Tagged); ok && !digested && t != nil {
+		t.record(RuleLatestTag, stepPass, fmt.Sprintf("tag %q", tagged.Tag()))
+	} else {
+		t.record(RuleLatestTag, stepPass, "pinned by digest")
+	}
+	if !r.requireDigest {
+		t.record(RuleDigestRequired, stepOff, "requireDigest is off")
+	} else if !digested {
+		add(RuleDigestRequired, fmt.Sprintf("rule %q requires images pinned by digest; append the digest (@sha256:...)", r.name))
+		t.record(RuleDigestRequired, stepFail, "no digest")
+	} else {
+		t.record(RuleDigestRequired, stepPass, "pinned by digest")
 	}
 	return vs
 }

@@ -1,8 +1,13 @@
 package policy_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"maps"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,7 +110,7 @@ func TestRegistryEntryMatchesOnPathBoundaries(t *testing.T) {
 
 func TestNewReportsEveryInvalidEntry(t *testing.T) {
 	t.Parallel()
-	_, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com", "https://bad.io", "also bad", "quay.io/ok"}})
+	_, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com", "https://bad.io", "also bad", "quay.io/ok"}})
 	if err == nil {
 		t.Fatal("New accepted invalid entries")
 	}
@@ -138,7 +143,7 @@ func TestNewWarnings(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got := mustPolicy(t, policy.Options{RegistryWhitelist: tc.whitelist}).Warnings()
+			got := warnings(mustPolicy(t, policy.Options{AllowedRegistries: tc.whitelist}))
 			if len(got) != len(tc.want) {
 				t.Fatalf("Warnings() = %q, want %d warnings", got, len(tc.want))
 			}
@@ -160,7 +165,7 @@ func TestEvaluateWithoutWhitelistAllowsAnyRegistry(t *testing.T) {
 	if d := p.Evaluate(policy.Input{Images: []policy.Image{{Ref: "evil.io/x"}}}); d.Allowed {
 		t.Error("Evaluate allowed an untagged image with reject-latest on")
 	}
-	lax := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	lax := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}})
 	if d := lax.Evaluate(policy.Input{Images: []policy.Image{{Ref: "registry.my.com/x"}}}); !d.Allowed {
 		t.Errorf("Evaluate denied an untagged image with reject-latest off: %s", d.Reason())
 	}
@@ -169,7 +174,7 @@ func TestEvaluateWithoutWhitelistAllowsAnyRegistry(t *testing.T) {
 // The reason is what a person reads in kubectl's error: pin it exactly.
 func TestEvaluateReportsEveryViolationInOrder(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus"}, RejectLatest: true, AllowBreakGlass: true})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com", "quay.io/prometheus"}, RejectLatest: true, AllowBreakGlass: true})
 	in := policy.Input{Namespace: "team-a", Images: []policy.Image{
 		{Container: "init", Ref: "registry.my.com/setup:1.0"},
 		{Container: "app", Ref: "prometheus:2.6.1"},
@@ -202,7 +207,7 @@ func TestEvaluateReportsEveryViolationInOrder(t *testing.T) {
 // names it so a user finds the right field.
 func TestViolationNamesWhatUsesTheImage(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}})
+	p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}})
 	d := p.Evaluate(policy.Input{Images: []policy.Image{
 		{Container: "setup", Source: "init container", Ref: "busybox:1.36"},
 		{Container: "app", Ref: "nginx:1.25"},
@@ -288,7 +293,7 @@ func TestBreakGlass(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			p := mustPolicy(t, policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: tc.allow, Mode: tc.mode})
+			p := mustPolicy(t, policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: tc.allow, Mode: tc.mode})
 			d := p.Evaluate(policy.Input{Images: tc.images, Annotations: tc.annotations})
 			if d.Outcome != tc.wantOutcome {
 				t.Fatalf("Outcome = %s, want %s (reason %q)", d.Outcome, tc.wantOutcome, d.Reason())
@@ -380,5 +385,51 @@ func TestNormalize(t *testing.T) {
 	}
 	if _, err := policy.Normalize("registry.my.com/UPPER"); err == nil {
 		t.Error("Normalize accepted an upper-case repository")
+	}
+}
+
+// warnings renders p's warnings as users read them.
+func warnings(p *policy.Policy) []string {
+	out := make([]string, len(p.Warnings()))
+	for i, w := range p.Warnings() {
+		out[i] = w.String()
+	}
+	return out
+}
+
+// Checks is what the metrics start at zero, so it holds every Rule the
+// package declares.
+func TestChecksListsEveryRule(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []policy.Rule
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range f.Decls {
+			if g, ok := decl.(*ast.GenDecl); ok && g.Tok == token.CONST {
+				for _, spec := range g.Specs {
+					v := spec.(*ast.ValueSpec)
+					if id, ok := v.Type.(*ast.Ident); ok && id.Name == "Rule" {
+						s, _ := strconv.Unquote(v.Values[0].(*ast.BasicLit).Value)
+						want = append(want, policy.Rule(s))
+					}
+				}
+			}
+		}
+	}
+	got := policy.Checks()
+	slices.Sort(got)
+	slices.Sort(want)
+	if len(want) < 8 || !slices.Equal(got, want) {
+		t.Errorf("got Checks() %q, want every Rule constant: %q", got, want)
 	}
 }

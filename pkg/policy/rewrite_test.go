@@ -150,7 +150,7 @@ func TestRewriteWarnings(t *testing.T) {
 		`rules[0].rewrites[1]: rewrite quay.io=registry.my.com/quay: rule "strict"'s allowedRegistries (registry.my.com/dockerhub) do not cover the mirror registry.my.com/quay`,
 	}
 	var got []string
-	for _, w := range p.Warnings() {
+	for _, w := range warnings(p) {
 		if strings.Contains(w, "rewrite") {
 			got = append(got, w)
 		}
@@ -168,7 +168,7 @@ func TestRewriteWarnings(t *testing.T) {
 func TestHashCoversRewrites(t *testing.T) {
 	t.Parallel()
 	hash := func(raws ...string) string {
-		p, err := policy.New(policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RegistryMirrors: rules(raws...)})
+		p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RegistryMirrors: rules(raws...)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,6 +183,80 @@ func TestHashCoversRewrites(t *testing.T) {
 	}
 	if same := hash("quay.io=REGISTRY.MY.COM/quay", "index.docker.io=registry.my.com/hub"); same != base {
 		t.Errorf("the same rules written differently and in another order changed the hash: %s, want %s", same, base)
+	}
+}
+
+// EvaluateMutated judges what the mutating webhook makes of each image,
+// and its violations name the image as written beside the rewrite judged.
+func TestEvaluateMutatedJudgesTheRewriteAndNamesTheImageAsWritten(t *testing.T) {
+	t.Parallel()
+	p := mustCompile(t, mirrorSpec)
+	tests := []struct {
+		name        string
+		namespace   string
+		annotations map[string]string
+		// want are the violations, as Image, Rewritten, Rule.
+		want [][3]string
+		// wantReason is the decision's reason.
+		wantReason string
+	}{
+		{
+			name:      "rewritten images are judged as rewritten, the others as written",
+			namespace: "default",
+			want: [][3]string{
+				{"nginx", "registry.my.com/dockerhub/library/nginx", string(policy.RuleLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
+			},
+			wantReason: `container "app" image "registry.my.com/dockerhub/library/nginx": it has no tag`,
+		},
+		{
+			name:      "without rewrite rules every image is judged as written",
+			namespace: "legacy",
+			want: [][3]string{
+				{"nginx", "", string(policy.RuleRegistry)}, {"nginx", "", string(policy.RuleLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
+				{"prometheus:2.6.1", "", string(policy.RuleRegistry)},
+			},
+			wantReason: `container "app" image "nginx": registry docker.io is not allowed`,
+		},
+		{
+			name:        "a break-glass the rule honours keeps the images as written",
+			namespace:   "default",
+			annotations: map[string]string{bgFlag: "true"},
+			want: [][3]string{
+				{"nginx", "", string(policy.RuleRegistry)}, {"nginx", "", string(policy.RuleLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
+				{"prometheus:2.6.1", "", string(policy.RuleRegistry)},
+			},
+			wantReason: `break-glass overrode: container "app" image "nginx": registry docker.io is not allowed`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in := policy.Input{Namespace: tc.namespace, Annotations: tc.annotations, Images: []policy.Image{
+				{Container: "app", Ref: "nginx"}, {Container: "side", Ref: "ghcr.io/acme/app:1"}, {Container: "metrics", Ref: "prometheus:2.6.1"},
+			}}
+			plan, d := p.EvaluateMutated(in)
+			if got, want := plan.Changed(), tc.want[0][1] != ""; got != want {
+				t.Errorf("got plan changed %v, want %v", got, want)
+			}
+			var got [][3]string
+			for _, v := range d.Violations {
+				got = append(got, [3]string{v.Image, v.Rewritten, string(v.Rule)})
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("got violations %q, want %q", got, tc.want)
+			}
+			if !strings.HasPrefix(d.Reason(), tc.wantReason) {
+				t.Errorf("got reason %q, want it to start with %q", d.Reason(), tc.wantReason)
+			}
+			if !plan.Changed() {
+				if want := p.Evaluate(in); fmt.Sprint(want) != fmt.Sprint(d) {
+					t.Errorf("got %+v, want what Evaluate decides when nothing is rewritten: %+v", d, want)
+				}
+			}
+		})
 	}
 }
 
@@ -208,7 +282,7 @@ func TestExplainJudgesTheRewrittenImage(t *testing.T) {
 
 func ExamplePolicy_Rewrite() {
 	p, err := policy.New(policy.Options{
-		RegistryWhitelist: []string{"registry.my.com"},
+		AllowedRegistries: []string{"registry.my.com"},
 		RejectLatest:      true,
 		RegistryMirrors:   []rewrite.Rule{{From: "docker.io", To: "registry.my.com/dockerhub"}},
 	})

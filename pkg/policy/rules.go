@@ -97,6 +97,20 @@ type FieldError struct {
 func (e *FieldError) Error() string { return e.Path + ": " + e.Err.Error() }
 func (e *FieldError) Unwrap() error { return e.Err }
 
+// Warning is a setting that is valid but probably not what the operator
+// meant, with the path of the field that holds it, as in [FieldError]; the
+// path is empty when the warning is about the whole policy, or when the
+// policy has no [Spec.Source] to locate it in.
+type Warning struct{ Path, Message string }
+
+// String renders the warning as "path: message", or the message alone.
+func (w Warning) String() string {
+	if w.Path == "" {
+		return w.Message
+	}
+	return w.Path + ": " + w.Message
+}
+
 // unwrapFieldErrors drops the field paths, which mean nothing to a user of
 // command-line flags.
 func unwrapFieldErrors(err error) error {
@@ -174,7 +188,7 @@ func Compile(spec Spec) (*Policy, error) {
 		errs = append(errs, &FieldError{Path: "default.namespaces", Err: errors.New("the default rule applies to every namespace no other rule claims; it takes no namespaces")})
 	}
 	if len(p.def.whitelist) == 0 {
-		p.warnings = append(p.warnings, "no registry whitelist is configured: images from every registry are allowed")
+		p.warnings = append(p.warnings, Warning{Message: "no registry whitelist is configured: images from every registry are allowed"})
 	}
 	names := map[string]int{}
 	claimed := map[string]string{} // pattern -> rule that claimed it first
@@ -206,14 +220,14 @@ func Compile(spec Spec) (*Policy, error) {
 				continue
 			}
 			if prev, ok := claimed[pat]; ok {
-				p.warnings = append(p.warnings, fmt.Sprintf("%s: rule %q's namespace %q is already claimed by rule %q, which wins; this entry never applies", fpath, ro.Name, pat, prev))
+				p.warnings = append(p.warnings, Warning{fpath, fmt.Sprintf("rule %q's namespace %q is already claimed by rule %q, which wins; this entry never applies", ro.Name, pat, prev)})
 				continue
 			}
 			claimed[pat] = ro.Name
 			reachable = true
 			r.patterns = append(r.patterns, pat)
 			if pat == "*" {
-				p.warnings = append(p.warnings, fmt.Sprintf("%s: rule %q claims every namespace with \"*\", so the default rule never applies; put these settings in default instead", fpath, ro.Name))
+				p.warnings = append(p.warnings, Warning{fpath, fmt.Sprintf("rule %q claims every namespace with \"*\", so the default rule never applies; put these settings in default instead", ro.Name)})
 			}
 			if !strings.Contains(pat, "*") {
 				p.exact[pat] = r
@@ -223,7 +237,7 @@ func Compile(spec Spec) (*Policy, error) {
 			p.globs = append(p.globs, glob{pattern: pat, parts: parts, literal: len(pat) - (len(parts) - 1), rule: r})
 		}
 		if !reachable && len(ro.Namespaces) > 0 {
-			p.warnings = append(p.warnings, fmt.Sprintf("%s: rule %q can never match: every namespace it lists is claimed by an earlier rule", path, ro.Name))
+			p.warnings = append(p.warnings, Warning{path, fmt.Sprintf("rule %q can never match: every namespace it lists is claimed by an earlier rule", ro.Name)})
 		}
 	}
 	// Most specific first: more literal characters, then the order written
@@ -284,11 +298,11 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 			return
 		}
 		p.linted[msg] = true
-		if p.source == "" { // flags: no field path to show
-			p.warnings = append(p.warnings, msg)
-			return
+		w := Warning{Message: msg}
+		if p.source != "" { // flags have no field path to show
+			w.Path = fmt.Sprintf("%s.%s[%d]", path, field, i)
 		}
-		p.warnings = append(p.warnings, fmt.Sprintf("%s.%s[%d]: %s", path, field, i, msg))
+		p.warnings = append(p.warnings, w)
 	}
 	entries := func(field string, raws []string) []RegistryEntry {
 		var out []RegistryEntry

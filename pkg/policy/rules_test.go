@@ -296,9 +296,12 @@ func TestCompileWarnings(t *testing.T) {
 		`rules[1]: rule "b" can never match`,
 		`rules[2].namespaces[0]: rule "all" claims every namespace with "*", so the default rule never applies`,
 	}
-	got := p.Warnings()
+	got := warnings(p)
 	if len(got) != len(want) {
 		t.Fatalf("Warnings() =\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	if w := p.Warnings()[4]; w.Path != "rules[1]" || !strings.HasPrefix(w.Message, `rule "b" can never match`) {
+		t.Errorf("got warning %+v, want the path rules[1] apart from its message", w)
 	}
 	for i := range want {
 		if !strings.Contains(got[i], want[i]) {

@@ -24,7 +24,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add(aliasBomb(1000, 1000, true), "a", "r1.example.com/app:1") // refused before it expands
 	f.Fuzz(func(t *testing.T, data []byte, namespace, image string) {
-		l, err := policyfile.Parse("p.yaml", data, policyfile.Overrides{})
+		l, err := policyfile.Parse("p.yaml", data, base, policyfile.Overrides{})
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "p.yaml") {
 				t.Fatalf("error does not name the file: %v", err)

@@ -76,7 +76,7 @@ func TestAliasesAreBounded(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l, err := policyfile.Parse("p.yaml", tc.data, policyfile.Overrides{})
+			l, err := policyfile.Parse("p.yaml", tc.data, base, policyfile.Overrides{})
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("got error %v, want the file to load", err)
@@ -133,7 +133,7 @@ func TestErrorsAreCapped(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := policyfile.Parse("p.yaml", []byte(tc.data), policyfile.Overrides{})
+			_, err := policyfile.Parse("p.yaml", []byte(tc.data), base, policyfile.Overrides{})
 			if err == nil {
 				t.Fatal("got no error, want many")
 			}

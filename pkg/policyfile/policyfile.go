@@ -13,8 +13,9 @@
 //	    allowedRegistries: [registry.my.com, "*.team-a.example.com"]
 //
 // A namespace rule inherits every field it does not set from the default
-// rule. Command-line policy flags given explicitly override the default
-// rule's fields (see [Overrides]).
+// rule, and the default rule from the base the caller gives. Command-line
+// policy flags given explicitly override the default rule's fields (see
+// [Overrides]).
 package policyfile
 
 import (
@@ -56,8 +57,9 @@ type File struct {
 }
 
 // Rule is what a rule checks. A field left out (nil) is inherited: a
-// namespace rule's from the default rule, the default rule's from the
-// built-in defaults (rejectLatest true, breakGlass enabled, mode enforce).
+// namespace rule's from the default rule, the default rule's from the base
+// given to [Parse] (imagegate's: rejectLatest true, breakGlass enabled,
+// mode enforce).
 type Rule struct {
 	AllowedRegistries  *[]string   `yaml:"allowedRegistries"`
 	RejectLatest       *bool       `yaml:"rejectLatest"`
@@ -100,20 +102,11 @@ type BreakGlass struct {
 // the environment). Each non-nil field replaces the file's default-rule
 // field, and so reaches every namespace rule that inherits it.
 type Overrides struct {
-	RegistryWhitelist *[]string       // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
+	AllowedRegistries *[]string       // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
 	RejectLatest      *bool           // --reject-latest
 	AllowBreakGlass   *bool           // --allow-break-glass
 	Mode              *string         // --mode
 	RegistryMirrors   *[]rewrite.Rule // --registry-mirror
-}
-
-// Defaults are the built-in default-rule settings, the same as the flags'
-// defaults.
-var Defaults = policy.RuleOptions{
-	Name:         policy.DefaultRuleName,
-	RejectLatest: true,
-	Mode:         policy.ModeEnforce,
-	BreakGlass:   policy.BreakGlassOptions{Enabled: true},
 }
 
 // Loaded is a compiled policy file.
@@ -129,10 +122,10 @@ type Loaded struct {
 	Warnings []string
 }
 
-// Load reads and compiles the policy file at path.
-func Load(path string, o Overrides) (*Loaded, error) {
+// Read reads the policy file at path; one larger than MaxFileBytes is an
+// error.
+func Read(path string) ([]byte, error) {
 	f, err := os.Open(path) //nolint:gosec // reading the operator's policy file is the point
-
 	if err != nil {
 		return nil, err
 	}
@@ -144,12 +137,14 @@ func Load(path string, o Overrides) (*Loaded, error) {
 	if len(data) > MaxFileBytes {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileBytes)
 	}
-	return Parse(path, data, o)
+	return data, nil
 }
 
 // Parse decodes and compiles a policy file's content; name is used in
-// messages. Every error says where: "name:line: field: message".
-func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
+// messages. The default rule starts from base, which the file's default
+// rule changes and o then overrides. Every error says where:
+// "name:line: field: message".
+func Parse(name string, data []byte, base policy.RuleOptions, o Overrides) (*Loaded, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -186,13 +181,13 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 		errs = append(errs, fmt.Errorf("%s:%d: apiVersion %q and kind %q: want apiVersion %s and kind %s",
 			name, w.line("apiVersion", "kind"), file.APIVersion, file.Kind, APIVersion, Kind))
 	}
-	if o.RegistryWhitelist != nil {
+	if o.AllowedRegistries != nil {
 		w.forget("default.allowedRegistries") // the flag's entries are not on the file's lines
 	}
 	if o.RegistryMirrors != nil {
 		w.forget("default.rewrites")
 	}
-	spec := file.spec(o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
+	spec := file.spec(base, o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
 	if len(errs) > 0 {
 		return nil, joinCapped(name, errs)
 	}
@@ -214,18 +209,22 @@ func Parse(name string, data []byte, o Overrides) (*Loaded, error) {
 		return nil, joinCapped(name, errs)
 	}
 	l := &Loaded{Policy: p, Spec: spec, Hash: p.Hash()}
-	for _, msg := range p.Warnings() {
-		l.Warnings = append(l.Warnings, w.locateWarning(msg))
+	for _, pw := range p.Warnings() {
+		msg := name + ": " + pw.Message
+		if pw.Path != "" {
+			msg = w.locate(pw.Path, errors.New(pw.Message)).Error()
+		}
+		l.Warnings = append(l.Warnings, msg)
 	}
 	return l, nil
 }
 
 // spec resolves inheritance and overrides into a policy.Spec, reporting
 // settings the policy package cannot see (durations) through fail.
-func (f *File) spec(o Overrides, fail func(path string, err error)) policy.Spec {
-	def := f.Default.apply(Defaults, "default", fail)
-	if o.RegistryWhitelist != nil {
-		def.AllowedRegistries = *o.RegistryWhitelist
+func (f *File) spec(base policy.RuleOptions, o Overrides, fail func(path string, err error)) policy.Spec {
+	def := f.Default.apply(base, "default", fail)
+	if o.AllowedRegistries != nil {
+		def.AllowedRegistries = *o.AllowedRegistries
 	}
 	if o.RejectLatest != nil {
 		def.RejectLatest = *o.RejectLatest
@@ -486,16 +485,6 @@ func (w *walker) locate(path string, err error) error {
 		}
 	}
 	return fmt.Errorf("%s: %s: %w", w.name, path, err)
-}
-
-var warningPath = regexp.MustCompile(`^([A-Za-z]+(?:\[\d+\])?(?:\.[A-Za-z]+(?:\[\d+\])?)*): `)
-
-func (w *walker) locateWarning(msg string) string {
-	m := warningPath.FindStringSubmatch(msg)
-	if m == nil {
-		return w.name + ": " + msg
-	}
-	return w.locate(m[1], errors.New(msg[len(m[0]):])).Error()
 }
 
 func parentPath(p string) string {

@@ -6,12 +6,32 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
 const examplePolicy = "../../examples/policy/policy.yaml"
+
+// base is what a policy file's default rule starts from under serve and
+// check: the default rule imagegate's flags describe when none is given.
+var base = func() policy.RuleOptions {
+	opts, err := config.DefaultPolicy().Options()
+	if err != nil {
+		panic(err)
+	}
+	return opts.Rule()
+}()
+
+// load reads and parses the file at path on base.
+func load(path string, o policyfile.Overrides) (*policyfile.Loaded, error) {
+	data, err := policyfile.Read(path)
+	if err != nil {
+		return nil, err
+	}
+	return policyfile.Parse(path, data, base, o)
+}
 
 // Every broken file is an error that names the file, the line and the field.
 func TestLoadInvalidFiles(t *testing.T) {
@@ -44,7 +64,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			l, err := policyfile.Load(filepath.Join("testdata", tc.file), policyfile.Overrides{})
+			l, err := load(filepath.Join("testdata", tc.file), policyfile.Overrides{})
 			if err == nil {
 				t.Fatalf("Load accepted %s (hash %s)", tc.file, l.Hash)
 			}
@@ -65,7 +85,7 @@ rules:
   - name: a
     namespaces: ["A"]
     mode: loud
-`), policyfile.Overrides{})
+`), base, policyfile.Overrides{})
 	want := `p.yaml:4: default.allowedRegistries[0]: registry entry "bad entry": not a valid registry host[:port]
 p.yaml:8: rules[0].mode: unknown mode "loud": want "enforce" or "warn"
 p.yaml:7: rules[0].namespaces[0]: namespace "A": a namespace name or glob uses lower-case letters, digits, '-' and '*' only`
@@ -76,7 +96,7 @@ p.yaml:7: rules[0].namespaces[0]: namespace "A": a namespace name or glob uses l
 
 func TestLoadLintWarnings(t *testing.T) {
 	t.Parallel()
-	l, err := policyfile.Load("testdata/lint.yaml", policyfile.Overrides{})
+	l, err := load("testdata/lint.yaml", policyfile.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +120,7 @@ func TestLoadLintWarnings(t *testing.T) {
 // written, and again for every rule that inherits it but allows less.
 func TestLoadLintWarnsAboutMirrorsTheRuleRefuses(t *testing.T) {
 	t.Parallel()
-	l, err := policyfile.Load("testdata/lint-rewrites.yaml", policyfile.Overrides{})
+	l, err := load("testdata/lint-rewrites.yaml", policyfile.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +165,7 @@ rules:
 	rewritten := func(l *policyfile.Loaded, ns string) string {
 		return l.Policy.Rewrite(policy.Input{Namespace: ns, Images: []policy.Image{{Ref: "nginx:1.25"}}}).Results[0].Rewritten
 	}
-	l, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{})
+	l, err := policyfile.Parse("p.yaml", src, base, policyfile.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +180,7 @@ rules:
 		}
 	}
 	mirrors := []rewrite.Rule{{From: "docker.io", To: "registry.my.com/flag-hub"}}
-	l, err = policyfile.Parse("p.yaml", src, policyfile.Overrides{RegistryMirrors: &mirrors})
+	l, err = policyfile.Parse("p.yaml", src, base, policyfile.Overrides{RegistryMirrors: &mirrors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +200,7 @@ rules:
 // what its comments say.
 func TestExamplePolicy(t *testing.T) {
 	t.Parallel()
-	l, err := policyfile.Load(examplePolicy, policyfile.Overrides{})
+	l, err := load(examplePolicy, policyfile.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +267,7 @@ rules:
 `)
 	whitelist := []string{"flag.example.com"}
 	yes, enforce := true, "enforce"
-	l, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{RegistryWhitelist: &whitelist, RejectLatest: &yes, Mode: &enforce})
+	l, err := policyfile.Parse("p.yaml", src, base, policyfile.Overrides{AllowedRegistries: &whitelist, RejectLatest: &yes, Mode: &enforce})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,12 +281,29 @@ rules:
 	if strings.Join(inherit.AllowedRegistries, ",") != "flag.example.com" || inherit.Mode != policy.ModeEnforce {
 		t.Errorf("rule inherit = %+v, want what the default rule has after the flags", inherit)
 	}
-	plain, err := policyfile.Parse("p.yaml", src, policyfile.Overrides{})
+	plain, err := policyfile.Parse("p.yaml", src, base, policyfile.Overrides{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if plain.Spec.Default.RejectLatest || plain.Spec.Default.Mode != policy.ModeWarn {
 		t.Errorf("without flags the default rule = %+v, want the file's values", plain.Spec.Default)
+	}
+}
+
+// What the file leaves out comes from the caller's base, through the
+// default rule to the namespace rules that inherit it.
+func TestTheDefaultRuleStartsFromTheBase(t *testing.T) {
+	t.Parallel()
+	src := []byte("apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\ndefault:\n  rejectLatest: false\nrules:\n  - name: a\n    namespaces: [a]\n")
+	strict := policy.RuleOptions{RequireDigest: true, RejectLatest: true, Mode: policy.ModeWarn}
+	l, err := policyfile.Parse("p.yaml", src, strict, policyfile.Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []policy.RuleOptions{l.Spec.Default, l.Spec.Rules[0]} {
+		if !r.RequireDigest || r.Mode != policy.ModeWarn || r.RejectLatest {
+			t.Errorf("got rule %q %+v, want the base's requireDigest and mode and the file's rejectLatest", r.Name, r)
+		}
 	}
 }
 
@@ -277,7 +314,7 @@ func TestHashIgnoresFormatting(t *testing.T) {
 	b := "# a comment\nkind: ImagePolicy\napiVersion: imagegate.dev/v1alpha1\ndefault:\n  rejectLatest: true\n  allowedRegistries:\n    - registry.my.com\n"
 	c := strings.Replace(a, "registry.my.com", "registry.other.com", 1)
 	hash := func(src string) string {
-		l, err := policyfile.Parse("p.yaml", []byte(src), policyfile.Overrides{})
+		l, err := policyfile.Parse("p.yaml", []byte(src), base, policyfile.Overrides{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +333,7 @@ func TestHashIgnoresFormatting(t *testing.T) {
 
 func TestLoadMissingFile(t *testing.T) {
 	t.Parallel()
-	_, err := policyfile.Load(filepath.Join(t.TempDir(), "nope.yaml"), policyfile.Overrides{})
+	_, err := load(filepath.Join(t.TempDir(), "nope.yaml"), policyfile.Overrides{})
 	if !os.IsNotExist(err) {
 		t.Errorf("Load(missing) = %v, want a not-exist error", err)
 	}

@@ -18,10 +18,8 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
-	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/reload"
 	"github.com/imagegate/imagegate/pkg/server"
-	"github.com/imagegate/imagegate/pkg/server/servertest"
 )
 
 // Two policies that answer the probe review differently: A allows
@@ -129,30 +127,24 @@ type harness struct {
 	hup      chan os.Signal
 }
 
+// loader compiles the policy file at path as serve does.
+func loader(path string) reload.LoadFunc {
+	pc := config.DefaultPolicy()
+	pc.File = path
+	return pc.Compile
+}
+
 func newHarness(t *testing.T, path string) *harness {
 	t.Helper()
 	h := &harness{logs: &syncBuffer{}, hup: make(chan os.Signal, 1)}
-	load := func() (*policy.Policy, []string, error) {
-		l, err := policyfile.Load(path, policyfile.Overrides{})
-		if err != nil {
-			return nil, nil, err
-		}
-		return l.Policy, l.Warnings, nil
-	}
+	load := loader(path)
 	p, _, err := load()
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.active.Store(p)
-	_, certFile, keyFile := servertest.ServingPair(t, t.TempDir())
-	cfg := config.Default()
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := server.New(cfg, &h.active, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.handler = srv.Handler()
+	h.handler = server.New(server.Options{Policy: &h.active}).Handler()
 	h.reloader = &reload.Reloader{Path: path, Load: load, Active: &h.active, Log: log, Debounce: 20 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -195,23 +187,16 @@ func answer(t *testing.T, content string) string {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, err := policyfile.Load(path, policyfile.Overrides{})
+	p, _, err := loader(path)()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var active atomic.Pointer[policy.Policy]
-	active.Store(l.Policy)
-	_, certFile, keyFile := servertest.ServingPair(t, dir)
-	cfg := config.Default()
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
-	srv, err := server.New(cfg, &active, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	active.Store(p)
 	req := httptest.NewRequest(http.MethodPost, server.PathImagePolicy, strings.NewReader(probe))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	srv.Handler().ServeHTTP(rec, req)
+	server.New(server.Options{Policy: &active}).Handler().ServeHTTP(rec, req)
 	return rec.Body.String()
 }
 
@@ -395,13 +380,7 @@ func TestReloadObserves(t *testing.T) {
 	var got []string
 	r := &reload.Reloader{
 		Path: path, Active: &active, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
-		Load: func() (*policy.Policy, []string, error) {
-			l, err := policyfile.Load(path, policyfile.Overrides{})
-			if err != nil {
-				return nil, nil, err
-			}
-			return l.Policy, l.Warnings, nil
-		},
+		Load:    loader(path),
 		Observe: func(ok bool, hash string) { got = append(got, fmt.Sprintf("%v %s", ok, hash)) },
 	}
 	if err := r.Reload("test"); err != nil {

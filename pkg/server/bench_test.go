@@ -9,11 +9,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
-	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
-	"github.com/imagegate/imagegate/pkg/server/servertest"
 )
 
 // benchHandler is the whole router as Serve runs it, logging as production
@@ -22,11 +21,8 @@ import (
 // pays for.
 func benchHandler(b *testing.B) http.Handler {
 	b.Helper()
-	_, certFile, keyFile := servertest.ServingPair(b, b.TempDir())
-	cfg := config.Default()
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
 	p, err := policy.New(policy.Options{
-		RegistryWhitelist: []string{"registry.my.com", "quay.io/prometheus", "docker.io/library/busybox"},
+		AllowedRegistries: []string{"registry.my.com", "quay.io/prometheus", "docker.io/library/busybox"},
 		RejectLatest:      true,
 		AllowBreakGlass:   true,
 	})
@@ -35,11 +31,8 @@ func benchHandler(b *testing.B) http.Handler {
 	}
 	var active atomic.Pointer[policy.Policy]
 	active.Store(p)
-	srv, err := server.New(cfg, &active, slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return srv.Handler()
+	log := slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return server.New(server.Options{Policy: &active, Log: log, RequestTimeout: 10 * time.Second}).Handler()
 }
 
 type discard struct{}

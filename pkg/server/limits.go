@@ -187,23 +187,36 @@ func discard(r io.Reader, limit int64) {
 }
 
 // connLimit caps the review listener's open connections. At the cap, a new
-// connection closes the one idle longest: a flood of idle connections
-// (an HTTP/2 preface and nothing else) is shed as it grows, and the
-// apiserver, whose idle connection that may be, reconnects on its next
-// review. With none idle, Accept waits for one to close.
+// connection closes another, in this order: one idle that has never
+// carried a review (a flood of HTTP/2 prefaces and nothing else is shed as
+// it grows), then one still opening (TLS handshake, first request) after
+// openGrace, the longest first (a flood of handshakes sheds itself, and a
+// real client, done in milliseconds, is past it). Only when neither comes
+// within shedWait does it close the one idle longest among those that
+// carried reviews: that is how the apiserver's connections stay through a
+// flood. With every connection in a request, Accept waits.
 type connLimit struct {
 	net.Listener
 	max    int
 	mu     sync.Mutex
-	freed  *sync.Cond
-	open   map[net.Conn]time.Time // idle since; zero while busy
+	open   map[net.Conn]*connInfo
 	closed bool
 }
 
+type connInfo struct {
+	accepted  time.Time
+	state     http.ConnState
+	idleSince time.Time
+	served    bool // has carried a review
+}
+
+const (
+	openGrace = 250 * time.Millisecond
+	shedWait  = 200 * time.Millisecond
+)
+
 func newConnLimit(ln net.Listener, limit int) *connLimit {
-	l := &connLimit{Listener: ln, max: limit, open: map[net.Conn]time.Time{}}
-	l.freed = sync.NewCond(&l.mu)
-	return l
+	return &connLimit{Listener: ln, max: limit, open: map[net.Conn]*connInfo{}}
 }
 
 // Accept returns the next connection once there is room for it.
@@ -214,28 +227,43 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for len(l.open) >= l.max && !l.closed {
-		if victim := l.longestIdle(); victim != nil {
+	for start := time.Now(); len(l.open) >= l.max && !l.closed; {
+		now := time.Now()
+		if victim := l.victim(now, now.Sub(start) >= shedWait); victim != nil {
 			delete(l.open, victim)
 			_ = victim.Close()
 			break
 		}
-		l.freed.Wait()
+		// Connections finish opening, go idle or close: look again soon.
+		l.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		l.mu.Lock()
 	}
 	if l.closed {
 		_ = c.Close()
 		return nil, net.ErrClosed
 	}
-	l.open[c] = time.Time{}
+	l.open[c] = &connInfo{accepted: time.Now(), state: http.StateNew}
 	return c, nil
 }
 
-func (l *connLimit) longestIdle() net.Conn {
+// victim picks the connection to close for a new one, or nil; one that
+// has carried reviews only when served.
+func (l *connLimit) victim(now time.Time, served bool) net.Conn {
 	var victim net.Conn
-	var since time.Time
-	for c, t := range l.open {
-		if !t.IsZero() && (victim == nil || t.Before(since)) {
-			victim, since = c, t
+	rank, since := 0, time.Time{}
+	for c, i := range l.open {
+		r, t := 0, time.Time{}
+		switch {
+		case i.state == http.StateIdle && !i.served:
+			r, t = 3, i.idleSince
+		case i.state == http.StateNew && now.Sub(i.accepted) >= openGrace:
+			r, t = 2, i.accepted
+		case i.state == http.StateIdle && served:
+			r, t = 1, i.idleSince
+		}
+		if r > rank || r == rank && r > 0 && t.Before(since) {
+			victim, rank, since = c, r, t
 		}
 	}
 	return victim
@@ -245,29 +273,37 @@ func (l *connLimit) longestIdle() net.Conn {
 func (l *connLimit) Close() error {
 	l.mu.Lock()
 	l.closed = true
-	l.freed.Broadcast()
 	l.mu.Unlock()
 	return l.Listener.Close()
 }
 
 // connState is the http.Server's ConnState hook: it tracks which
-// connections are idle and frees the room of those closed.
+// connections are idle and which have carried a review, and frees the room
+// of those closed.
 func (l *connLimit) connState(c net.Conn, state http.ConnState) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	var tc *tls.Conn
+	if t, ok := c.(*tls.Conn); ok {
+		tc, c = t, t.NetConn()
 	}
+	// Only once active is the handshake done: ConnectionState would wait
+	// for it, and StateNew is reported from the accept loop.
+	h2 := state == http.StateActive && tc != nil && tc.ConnectionState().NegotiatedProtocol == "h2"
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.open[c]; !ok {
-		return // evicted already
+	i, ok := l.open[c]
+	if !ok {
+		return // closed for another already
 	}
 	switch state {
-	case http.StateIdle:
-		l.open[c] = time.Now()
 	case http.StateActive:
-		l.open[c] = time.Time{}
+		// HTTP/1 turns active on a request; HTTP/2 once when it starts
+		// serving, then on each stream after an idle spell.
+		i.served = i.served || i.state == http.StateIdle || !h2
+	case http.StateIdle:
+		i.idleSince = time.Now()
 	case http.StateClosed, http.StateHijacked:
 		delete(l.open, c)
-		l.freed.Signal()
+		return
 	}
+	i.state = state
 }

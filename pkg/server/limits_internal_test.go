@@ -88,11 +88,12 @@ func (l pipeListener) Accept() (net.Conn, error) {
 func (l pipeListener) Close() error   { return nil }
 func (l pipeListener) Addr() net.Addr { return &net.TCPAddr{} }
 
-func TestConnLimitShedsTheLongestIdleConnectionAtTheCap(t *testing.T) {
+func TestConnLimitShedsConnectionsInOrderAtTheCap(t *testing.T) {
 	t.Parallel()
-	pl := pipeListener{conns: make(chan net.Conn, 4)}
+	pl := pipeListener{conns: make(chan net.Conn, 8)}
 	l := newConnLimit(pl, 2)
 	accept := func() (server, client net.Conn) {
+		t.Helper()
 		s, c := net.Pipe()
 		pl.conns <- s
 		got, err := l.Accept()
@@ -101,19 +102,59 @@ func TestConnLimitShedsTheLongestIdleConnectionAtTheCap(t *testing.T) {
 		}
 		return got, c
 	}
-	older, olderClient := accept()
-	newer, _ := accept()
-	l.connState(older, http.StateIdle)
-	l.connState(newer, http.StateIdle)
-	l.connState(newer, http.StateActive) // busy again: not to be shed
-	accept()
-	if _, err := olderClient.Read(make([]byte, 1)); err == nil {
-		t.Error("the idle connection is still open, want it closed for the new one")
+	closed := func(c net.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)
 	}
+	// The apiserver's: it has carried a review and is idle now.
+	apiserver, apiserverClient := accept()
+	l.connState(apiserver, http.StateActive)
+	l.connState(apiserver, http.StateIdle)
+	// A flood's: idle since before the apiserver's, never a review.
+	flood, floodClient := accept()
+	l.connState(flood, http.StateIdle)
+	l.mu.Lock()
+	l.open[flood].idleSince = time.Now().Add(-time.Minute)
+	l.mu.Unlock()
 
-	// With none idle, Accept waits until one closes.
+	opening, openingClient := accept()
+	if !closed(floodClient) || closed(apiserverClient) {
+		t.Fatal("at the cap, want the flood's connection closed and the apiserver's kept")
+	}
+	// A connection still opening after openGrace goes before the apiserver's.
+	l.mu.Lock()
+	l.open[opening].accepted = time.Now().Add(-openGrace)
+	l.mu.Unlock()
+	accept()
+	if !closed(openingClient) || closed(apiserverClient) {
+		t.Fatal("want the connection still opening closed and the apiserver's kept")
+	}
+	// With the others in a request, the apiserver's goes last.
+	l.connState(opening, http.StateActive)
+	for c := range l.open {
+		l.connState(c, http.StateActive)
+	}
+	l.connState(apiserver, http.StateIdle)
+	accept() // after shedWait
+	if !closed(apiserverClient) {
+		t.Error("with no other candidate, want the one idle longest closed")
+	}
+}
+
+func TestConnLimitWaitsWhenEveryConnectionIsBusy(t *testing.T) {
+	t.Parallel()
+	pl := pipeListener{conns: make(chan net.Conn, 4)}
+	l := newConnLimit(pl, 1)
 	s, _ := net.Pipe()
 	pl.conns <- s
+	busy, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.connState(busy, http.StateActive)
+	s2, _ := net.Pipe()
+	pl.conns <- s2
 	accepted := make(chan struct{})
 	go func() {
 		if _, err := l.Accept(); err == nil {
@@ -122,10 +163,10 @@ func TestConnLimitShedsTheLongestIdleConnectionAtTheCap(t *testing.T) {
 	}()
 	select {
 	case <-accepted:
-		t.Fatal("accepted over the cap with no connection idle")
-	case <-time.After(50 * time.Millisecond):
+		t.Fatal("accepted over the cap with every connection busy")
+	case <-time.After(100 * time.Millisecond):
 	}
-	l.connState(newer, http.StateClosed)
+	l.connState(busy, http.StateClosed)
 	select {
 	case <-accepted:
 	case <-time.After(10 * time.Second):

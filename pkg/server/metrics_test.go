@@ -47,7 +47,7 @@ const breakGlass = `"ops.image-policy.k8s.io/break-glass":"true","ops.image-poli
 // Prometheus would.
 func TestMetricsCountEveryReviewByEndpointDecisionAndRule(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	h := f.srv.Handler()
 	base := f.serveMetrics(t)
 	readFile := func(name string) []byte {
@@ -172,7 +172,7 @@ func scrape(t *testing.T, url string) string {
 func TestMetricsPolicyInfoAndReloads(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testPolicy, nil)
-	rec := f.srv.Metrics()
+	rec := f.rec
 	rec.PolicyLoaded("aaaa")
 	rec.PolicyReloaded(false, "")
 	rec.PolicyReloaded(true, "bbbb")
@@ -212,7 +212,7 @@ func TestDecisionLogCarriesThePolicyHash(t *testing.T) {
 // as shutdown starts while the review listener drains.
 func TestMetricsListenerHealthAndReadinessDuringShutdown(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	base := f.serveMetrics(t)
 	for _, path := range []string{server.PathHealthz, server.PathReadyz} {
 		if got := scrape(t, base+path); got != "ok\n" {

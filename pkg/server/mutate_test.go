@@ -13,7 +13,6 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	"github.com/imagegate/imagegate/pkg/admission"
-	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/server"
 )
 
@@ -22,14 +21,11 @@ import (
 func mutateFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := newFixture(t, testPolicy, nil)
-	l, err := policyfile.Load("testdata/mutate/policy.yaml", policyfile.Overrides{})
-	if err != nil {
-		t.Fatal(err)
+	p, warnings := compileFile(t, "testdata/mutate/policy.yaml")
+	if len(warnings) > 0 {
+		t.Fatalf("testdata/mutate/policy.yaml has warnings: %v", warnings)
 	}
-	if len(l.Warnings) > 0 {
-		t.Fatalf("testdata/mutate/policy.yaml has warnings: %v", l.Warnings)
-	}
-	f.active.Store(l.Policy)
+	f.active.Store(p)
 	return f
 }
 
@@ -388,7 +384,7 @@ func TestMutateLogsAndCountsEveryRewrite(t *testing.T) {
 			t.Errorf("log field %s = %v, want %v", k, first[k], want)
 		}
 	}
-	reg := f.srv.Metrics().Registry()
+	reg := f.rec.Registry()
 	if got := sumCounter(t, reg, "imagegate_image_rewrites_total"); got != 3 {
 		t.Errorf("imagegate_image_rewrites_total = %v, want 3", got)
 	}

@@ -3,15 +3,14 @@ package server_test
 import (
 	"bytes"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/policy"
-	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/server"
-	"github.com/imagegate/imagegate/pkg/server/servertest"
 )
 
 // oncallPolicy lets only alice and the sre group break glass in team-a,
@@ -31,20 +30,14 @@ rules:
 
 func policyFileHandler(t *testing.T, src string) (*server.Server, string) {
 	t.Helper()
-	l, err := policyfile.Parse("policy.yaml", []byte(src), policyfile.Overrides{})
-	if err != nil {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, certFile, keyFile := servertest.ServingPair(t, t.TempDir())
-	cfg := config.Default()
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	p, _ := compileFile(t, path)
 	var active atomic.Pointer[policy.Policy]
-	active.Store(l.Policy)
-	srv, err := server.New(cfg, &active, slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, l.Hash
+	active.Store(p)
+	return server.New(server.Options{Policy: &active, Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))}), p.Hash()
 }
 
 // The validating webhook passes the requesting user to the policy; the

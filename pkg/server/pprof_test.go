@@ -5,7 +5,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/server"
 )
 
 // Profiles are served on the metrics listener only when asked for, and
@@ -23,7 +23,7 @@ func TestPprofIsOptIn(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, testPolicy, func(c *config.Config) { c.EnablePprof = tc.enable })
+			f := newFixture(t, testPolicy, func(o *server.Options) { o.EnablePprof = tc.enable })
 			get := func(h http.Handler) int {
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/heap?debug=1", nil))

@@ -7,6 +7,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +26,6 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/imagegate/imagegate/pkg/admission"
-	"github.com/imagegate/imagegate/pkg/certs"
-	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/imagereview"
 	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -55,10 +54,9 @@ const PathPprof = "/debug"
 // Server is an imagegate HTTPS server, with its plain-HTTP metrics and
 // health listener.
 type Server struct {
-	cfg    config.Config
+	opts   Options
 	policy *atomic.Pointer[policy.Policy]
 	log    *slog.Logger
-	certs  *certs.Reloader
 	rec    *metrics.Recorder
 	budget *bodyBudget
 	// draining is set once shutdown starts, so /readyz sends the Service's
@@ -66,43 +64,59 @@ type Server struct {
 	draining atomic.Bool
 }
 
-// Option changes how New builds a Server.
-type Option func(*Server)
-
-// WithMetrics records the server's metrics on rec, so the caller can record
-// its own (policy reloads) on the same registry. Without it the server
-// makes a Recorder of its own.
-func WithMetrics(rec *metrics.Recorder) Option {
-	return func(s *Server) { s.rec = rec }
+// CertificateSource is the TLS material the server serves with, kept
+// current while it serves; *certs.Reloader is one.
+type CertificateSource interface {
+	// TLSConfig is the listener's configuration.
+	TLSConfig() *tls.Config
+	// Certificate is the serving certificate in force; nil when none is.
+	Certificate() *tls.Certificate
+	// Start keeps the material current until ctx is done.
+	Start(ctx context.Context)
 }
 
-// New loads the TLS material named in cfg and returns a server that judges
-// with whatever policy p holds at the time of each request.
-func New(cfg config.Config, p *atomic.Pointer[policy.Policy], log *slog.Logger, opts ...Option) (*Server, error) {
-	s := &Server{cfg: cfg, policy: p, log: log, budget: newBodyBudget()}
-	for _, o := range opts {
-		o(s)
-	}
+// Options are what a Server needs: where its policy and certificates come
+// from, where it reports, and the settings of its listeners.
+type Options struct {
+	// Policy holds the policy each review is judged with, read once per
+	// review, so a reload swaps it between reviews.
+	Policy *atomic.Pointer[policy.Policy]
+	// TLS serves the review listener; a Server without it has a Handler
+	// but cannot Serve.
+	TLS CertificateSource
+	// Log receives decisions, rejected requests and the listeners' news;
+	// nil discards them.
+	Log *slog.Logger
+	// Metrics records the server's metrics, on a registry the caller may
+	// share (policy reloads); nil makes one.
+	Metrics *metrics.Recorder
+	// Addr is the review listener's address and MetricsAddr the metrics
+	// and health listener's (--metrics-listen); empty turns it off.
+	Addr, MetricsAddr string
+	// RequestTimeout bounds reading a review and writing its answer (zero:
+	// only MaxBudgetWait bounds the wait for memory); ShutdownTimeout bounds
+	// how long in-flight reviews may finish.
+	RequestTimeout, ShutdownTimeout time.Duration
+	// EnablePprof serves Go's profiles on the metrics listener.
+	EnablePprof bool
+	// ClientAuth and AllowedClientNames say what TLS asks of clients, for
+	// the log.
+	ClientAuth         bool
+	AllowedClientNames []string
+}
+
+// New returns a server that judges with whatever o.Policy holds at the
+// time of each request.
+func New(o Options) *Server {
+	s := &Server{opts: o, policy: o.Policy, log: o.Log, rec: o.Metrics, budget: newBodyBudget()}
 	if s.rec == nil {
 		s.rec = metrics.New()
 	}
-	r, err := certs.New(certs.Options{
-		CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile,
-		ClientCAFile: cfg.ClientCAFile, AllowedClientNames: cfg.AllowedClientNames,
-		Log: log, Observer: s.rec,
-	})
-	if err != nil {
-		return nil, err
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.certs = r
-	return s, nil
+	return s
 }
-
-// Metrics returns the recorder the server records on.
-func (s *Server) Metrics() *metrics.Recorder { return s.rec }
-
-// Certificates returns the TLS material the server is serving with.
-func (s *Server) Certificates() *certs.Reloader { return s.certs }
 
 // Handler returns the router with every endpoint, without TLS, for tests
 // and for Serve.
@@ -142,7 +156,7 @@ func (s *Server) MetricsHandler() http.Handler {
 	r.Use(middleware.Recoverer)
 	r.Method(http.MethodGet, PathMetrics, s.rec.Handler())
 	s.health(r)
-	if s.cfg.EnablePprof {
+	if s.opts.EnablePprof {
 		r.Mount(PathPprof, middleware.Profiler())
 	}
 	return r
@@ -154,13 +168,13 @@ func (s *Server) health(r chi.Router) {
 }
 
 // readyz says whether this replica should get reviews: a policy and a
-// serving certificate are loaded (New fails without the certificate, and a
-// broken renewal keeps the old one) and it is not shutting down.
+// serving certificate are loaded (certs.New fails without the certificate,
+// and a broken renewal keeps the old one) and it is not shutting down.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	switch {
 	case s.policy.Load() == nil:
 		http.Error(w, "no policy loaded", http.StatusServiceUnavailable)
-	case s.certs.Certificate() == nil:
+	case s.opts.TLS != nil && s.opts.TLS.Certificate() == nil:
 		http.Error(w, "no serving certificate loaded", http.StatusServiceUnavailable)
 	case s.draining.Load():
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -278,7 +292,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, endpoint strin
 		s.rec.ReviewError(endpoint, time.Since(start))
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), min(MaxBudgetWait, s.cfg.RequestTimeout))
+	wait := MaxBudgetWait
+	if t := s.opts.RequestTimeout; t > 0 {
+		wait = min(wait, t)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	b, err := s.budget.read(ctx, r.Body, r.ContentLength)
 	switch {
@@ -406,22 +424,22 @@ func (l strList) MarshalJSON() ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// ListenAndServe listens on the configured address for reviews and on
-// --metrics-listen (unless empty) for metrics and health, and serves both
-// until ctx is done. The metrics listener outlives the drain of the review
-// listener, so probes and scrapes see the shutdown.
+// ListenAndServe listens on Addr for reviews and on MetricsAddr (unless
+// empty) for metrics and health, and serves both until ctx is done. The
+// metrics listener outlives the drain of the review listener, so probes
+// and scrapes see the shutdown.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Address())
+	ln, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.cfg.Address(), err)
+		return fmt.Errorf("listen on %s: %w", s.opts.Addr, err)
 	}
-	if s.cfg.MetricsListen == "" {
+	if s.opts.MetricsAddr == "" {
 		return s.Serve(ctx, ln)
 	}
-	mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+	mln, err := net.Listen("tcp", s.opts.MetricsAddr)
 	if err != nil {
 		_ = ln.Close()
-		return fmt.Errorf("listen on --metrics-listen %s: %w", s.cfg.MetricsListen, err)
+		return fmt.Errorf("listen on --metrics-listen %s: %w", s.opts.MetricsAddr, err)
 	}
 	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
@@ -433,18 +451,20 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return errors.Join(serveErr, merr)
 }
 
-// Serve serves HTTPS on ln until ctx is done, re-reading the certificate
-// files as they change. On cancellation it fails /readyz, stops accepting
-// connections and lets in-flight reviews finish, for at most the configured
-// shutdown timeout.
+// Serve serves HTTPS on ln until ctx is done, keeping the certificates
+// current. On cancellation it fails /readyz, stops accepting connections
+// and lets in-flight reviews finish, for at most ShutdownTimeout.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.opts.TLS == nil {
+		return errors.New("serve: no TLS certificate source")
+	}
 	limit := newConnLimit(ln, MaxConnections)
 	srv := &http.Server{
 		Handler:           s.Handler(),
-		TLSConfig:         s.certs.TLSConfig(),
+		TLSConfig:         s.opts.TLS.TLSConfig(),
 		ReadHeaderTimeout: 5 * time.Second, // the TLS handshake too
-		ReadTimeout:       s.cfg.RequestTimeout,
-		WriteTimeout:      s.cfg.RequestTimeout + 5*time.Second,
+		ReadTimeout:       s.opts.RequestTimeout,
+		WriteTimeout:      s.opts.RequestTimeout + 5*time.Second,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		HTTP2: &http.HTTP2Config{
@@ -457,18 +477,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	s.certs.Start(watchCtx)
+	s.opts.TLS.Start(watchCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(limit, "", "") }()
-	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.cfg.ClientCAFile != "", "allowedClientNames", s.cfg.AllowedClientNames)
+	s.log.Info("serving", "address", ln.Addr().String(), "clientAuth", s.opts.ClientAuth, "allowedClientNames", s.opts.AllowedClientNames)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
-	s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
-	return shutdown(srv, s.cfg.ShutdownTimeout)
+	s.log.Info("shutting down", "timeout", s.opts.ShutdownTimeout)
+	return shutdown(srv, s.opts.ShutdownTimeout)
 }
 
 // ServeMetrics serves MetricsHandler over plain HTTP on ln until ctx is

@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
 	"github.com/imagegate/imagegate/pkg/server/servertest"
@@ -29,11 +31,12 @@ var update = flag.Bool("update", false, "rewrite the golden response files from 
 
 // testPolicy is the policy every golden file is judged under; it matches
 // the README's quick start.
-var testPolicy = policy.Options{RegistryWhitelist: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true}
+var testPolicy = policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true}
 
 type fixture struct {
 	srv    *server.Server
-	cfg    config.Config
+	rec    *metrics.Recorder
+	certs  *certs.Reloader // nil unless the fixture serves TLS
 	ca     *servertest.CA
 	logs   *bytes.Buffer
 	logW   *lockedWriter
@@ -47,28 +50,61 @@ func (f *fixture) logged() string {
 	return f.logs.String()
 }
 
-func newFixture(t testing.TB, opts policy.Options, edit func(*config.Config)) *fixture {
+// newFixture serves policy opts without TLS, as handler tests need: no
+// certificate files. edit changes the server's options.
+func newFixture(t testing.TB, opts policy.Options, edit func(*server.Options)) *fixture {
+	return buildFixture(t, opts, nil, edit)
+}
+
+// newTLSFixture also serves a throwaway certificate, for tests that
+// listen; edit changes what the TLS material is.
+func newTLSFixture(t testing.TB, edit func(*certs.Options)) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	ca, certFile, keyFile := servertest.ServingPair(t, dir)
-	cfg := config.Default()
-	cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+	ca, certFile, keyFile := servertest.ServingPair(t, t.TempDir())
+	tlsOpts := certs.Options{CertFile: certFile, KeyFile: keyFile}
 	if edit != nil {
-		edit(&cfg)
+		edit(&tlsOpts)
 	}
+	f := buildFixture(t, testPolicy, &tlsOpts, nil)
+	f.ca = ca
+	return f
+}
+
+func buildFixture(t testing.TB, opts policy.Options, tlsOpts *certs.Options, edit func(*server.Options)) *fixture {
+	t.Helper()
 	p, err := policy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	active := &atomic.Pointer[policy.Policy]{}
-	active.Store(p)
-	logs := &bytes.Buffer{}
-	logW := &lockedWriter{w: logs}
-	srv, err := server.New(cfg, active, slog.New(slog.NewJSONHandler(logW, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	f := &fixture{rec: metrics.New(), logs: &bytes.Buffer{}, active: &atomic.Pointer[policy.Policy]{}}
+	f.active.Store(p)
+	f.logW = &lockedWriter{w: f.logs}
+	log := slog.New(slog.NewJSONHandler(f.logW, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o := server.Options{Policy: f.active, Log: log, Metrics: f.rec, RequestTimeout: 10 * time.Second, ShutdownTimeout: 25 * time.Second}
+	if tlsOpts != nil {
+		tlsOpts.Log, tlsOpts.Observer = log, f.rec
+		if f.certs, err = certs.New(*tlsOpts); err != nil {
+			t.Fatal(err)
+		}
+		o.TLS, o.ClientAuth, o.AllowedClientNames = f.certs, tlsOpts.ClientCAFile != "", tlsOpts.AllowedClientNames
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	f.srv = server.New(o)
+	return f
+}
+
+// compileFile compiles the policy file at path as serve does.
+func compileFile(t testing.TB, path string) (*policy.Policy, []string) {
+	t.Helper()
+	pc := config.DefaultPolicy()
+	pc.File = path
+	p, warnings, err := pc.Compile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{srv: srv, cfg: cfg, ca: ca, logs: logs, logW: logW, active: active}
+	return p, warnings
 }
 
 // lockedWriter serialises writes from concurrent handlers in tests.
@@ -272,7 +308,7 @@ func client(tlsCfg *tls.Config) *http.Client {
 
 func TestServeOverTLS(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	addr, stop := f.serve(t)
 	body := `{"apiVersion":"imagepolicy.k8s.io/v1alpha1","kind":"ImageReview","spec":{"containers":[{"image":"prometheus:2.6.1"}]}}`
 
@@ -312,7 +348,7 @@ func TestServeRequiresClientCertificateWithClientCA(t *testing.T) {
 	otherCA := servertest.NewCA(t, dir, "other")
 	otherCert, otherKey := otherCA.Issue(t, dir, "intruder")
 
-	f := newFixture(t, testPolicy, func(c *config.Config) { c.ClientCAFile = clientCA.File })
+	f := newTLSFixture(t, func(o *certs.Options) { o.ClientCAFile = clientCA.File })
 	addr, _ := f.serve(t)
 	url := "https://" + addr + server.PathHealthz
 	load := func(cert, key string) []tls.Certificate {
@@ -344,44 +380,11 @@ func TestServeRequiresClientCertificateWithClientCA(t *testing.T) {
 	}
 }
 
-func TestNewFailsClearlyOnBadTLSFiles(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	_, certFile, keyFile := servertest.ServingPair(t, dir)
-	notPEM := filepath.Join(dir, "garbage.pem")
-	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name    string
-		edit    func(*config.Config)
-		wantErr string
-	}{
-		{name: "missing certificate", edit: func(c *config.Config) { c.TLSCertFile = filepath.Join(dir, "nope.crt") }, wantErr: "load serving certificate"},
-		{name: "key does not match", edit: func(c *config.Config) { c.TLSKeyFile = notPEM }, wantErr: "garbage.pem"},
-		{name: "missing client CA", edit: func(c *config.Config) { c.ClientCAFile = filepath.Join(dir, "nope-ca.crt") }, wantErr: "load client CA"},
-		{name: "client CA without PEM", edit: func(c *config.Config) { c.ClientCAFile = notPEM }, wantErr: "no PEM certificate found"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			cfg := config.Default()
-			cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
-			tc.edit(&cfg)
-			var active atomic.Pointer[policy.Policy]
-			_, err := server.New(cfg, &active, slog.New(slog.DiscardHandler))
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("New error = %v, want one containing %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
 // A review whose body is still arriving when SIGTERM lands is answered in
 // full before Serve returns.
 func TestShutdownFinishesInFlightReviews(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	addr, stop := f.serve(t)
 	held := holdReview(t, f, addr) // the handler is running, waiting for the body
 	stopped := make(chan error, 1)

@@ -44,7 +44,7 @@ func sumCounter(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 // 200; a client may only see its connection refused or closed before the
 // server read its request. Not parallel: it signals the test process.
 func TestSIGTERMDuringABurstAnswersEveryAcceptedReview(t *testing.T) {
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestSIGTERMDuringABurstAnswersEveryAcceptedReview(t *testing.T) {
 		t.Fatal("Serve did not return within a minute of SIGTERM")
 	}
 	wg.Wait()
-	counted := sumCounter(t, f.srv.Metrics().Registry(), "imagegate_reviews_total")
+	counted := sumCounter(t, f.rec.Registry(), "imagegate_reviews_total")
 	if counted != float64(answered.Load()) {
 		t.Errorf("the server decided %v reviews but clients got %d answers: some accepted reviews were lost", counted, answered.Load())
 	}

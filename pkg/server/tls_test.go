@@ -13,7 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/server/servertest"
 )
 
@@ -23,7 +23,7 @@ const liveness = 60 * time.Second
 
 // secretFixture serves from a Kubernetes-style Secret volume holding
 // tls.crt, tls.key and, when clientCA is set, ca.crt.
-func secretFixture(t *testing.T, clientCA *servertest.CA, edit func(*config.Config)) (*fixture, *servertest.SecretVolume, map[string][]byte) {
+func secretFixture(t *testing.T, clientCA *servertest.CA, edit func(*certs.Options)) (*fixture, *servertest.SecretVolume, map[string][]byte) {
 	t.Helper()
 	ca := servertest.NewCA(t, t.TempDir(), "serving")
 	crt, key := ca.IssuePEM(t, "localhost", "localhost")
@@ -32,13 +32,13 @@ func secretFixture(t *testing.T, clientCA *servertest.CA, edit func(*config.Conf
 		content["ca.crt"] = clientCA.CertPEM
 	}
 	vol := servertest.NewSecretVolume(t, t.TempDir(), content)
-	f := newFixture(t, testPolicy, func(c *config.Config) {
-		c.TLSCertFile, c.TLSKeyFile = vol.Path("tls.crt"), vol.Path("tls.key")
+	f := newTLSFixture(t, func(o *certs.Options) {
+		o.CertFile, o.KeyFile = vol.Path("tls.crt"), vol.Path("tls.key")
 		if clientCA != nil {
-			c.ClientCAFile = vol.Path("ca.crt")
+			o.ClientCAFile = vol.Path("ca.crt")
 		}
 		if edit != nil {
-			edit(c)
+			edit(o)
 		}
 	})
 	f.ca = ca // the fixture's own pair is unused
@@ -62,7 +62,7 @@ func waitFor(t *testing.T, f *fixture, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(liveness)
 	for {
-		reloaded := f.srv.Certificates().Reloaded()
+		reloaded := f.certs.Reloaded()
 		if cond() {
 			return
 		}
@@ -82,7 +82,7 @@ func TestRotationUnderHandshakes(t *testing.T) {
 	t.Parallel()
 	f, vol, content := secretFixture(t, nil, nil)
 	addr, _ := f.serve(t)
-	old := f.srv.Certificates().Certificate().Leaf.SerialNumber
+	old := f.certs.Certificate().Leaf.SerialNumber
 	newCrt, newKey := f.ca.IssuePEM(t, "localhost", "localhost")
 
 	const (
@@ -129,10 +129,10 @@ func TestRotationUnderHandshakes(t *testing.T) {
 		close(stop)
 	}
 	wg.Wait()
-	if got := f.srv.Certificates().Certificate().Leaf.SerialNumber; got.Cmp(old) == 0 {
+	if got := f.certs.Certificate().Leaf.SerialNumber; got.Cmp(old) == 0 {
 		t.Error("the server still holds the old certificate")
 	}
-	if err := testutil.GatherAndCompare(f.srv.Metrics().Registry(), strings.NewReader(`
+	if err := testutil.GatherAndCompare(f.rec.Registry(), strings.NewReader(`
 # HELP imagegate_certificate_reload_failures_total Changed certificate files that could not be used, by certificate; the previous certificate stays in use.
 # TYPE imagegate_certificate_reload_failures_total counter
 imagegate_certificate_reload_failures_total{certificate="client-ca"} 0
@@ -154,12 +154,12 @@ func TestBrokenRenewalKeepsServingTheOldCertificate(t *testing.T) {
 	f, vol, content := secretFixture(t, nil, nil)
 	addr, _ := f.serve(t)
 	cfg := &tls.Config{RootCAs: f.ca.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
-	old := f.srv.Certificates().Certificate().Leaf.SerialNumber
+	old := f.certs.Certificate().Leaf.SerialNumber
 	_, otherKey := f.ca.IssuePEM(t, "localhost", "localhost")
 	content["tls.key"] = otherKey // does not match tls.crt
 	vol.Update(t, content)
 	failures := func() float64 {
-		return sumCounter(t, f.srv.Metrics().Registry(), "imagegate_certificate_reload_failures_total")
+		return sumCounter(t, f.rec.Registry(), "imagegate_certificate_reload_failures_total")
 	}
 	waitFor(t, f, "the broken renewal to be counted", func() bool { return failures() >= 1 })
 	got, err := handshake(addr, cfg)
@@ -213,8 +213,8 @@ func TestMutualTLSRefusesAtTheHandshake(t *testing.T) {
 	dir := t.TempDir()
 	apiserverCA := servertest.NewCA(t, dir, "apiserver")
 	otherCA := servertest.NewCA(t, dir, "other")
-	f, _, _ := secretFixture(t, apiserverCA, func(c *config.Config) {
-		c.AllowedClientNames = []string{"kube-apiserver", "apiserver.example.com"}
+	f, _, _ := secretFixture(t, apiserverCA, func(o *certs.Options) {
+		o.AllowedClientNames = []string{"kube-apiserver", "apiserver.example.com"}
 	})
 	addr, _ := f.serve(t)
 	tests := []struct {
@@ -236,7 +236,7 @@ func TestMutualTLSRefusesAtTheHandshake(t *testing.T) {
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		for _, tc := range tests {
 			t.Run(tls.VersionName(version)+"/"+tc.name, func(t *testing.T) {
-				before := sumCounter(t, f.srv.Metrics().Registry(), "imagegate_client_auth_rejections_total")
+				before := sumCounter(t, f.rec.Registry(), "imagegate_client_auth_rejections_total")
 				err := clientResult(addr, &tls.Config{RootCAs: f.ca.Pool(), ServerName: "localhost", Certificates: tc.certs, MinVersion: version, MaxVersion: version}) //nolint:gosec // version is TLS 1.2 or 1.3
 				switch {
 				case tc.wantErr == "" && err != nil:
@@ -244,7 +244,7 @@ func TestMutualTLSRefusesAtTheHandshake(t *testing.T) {
 				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 					t.Errorf("got %v, want a TLS error (%q)", err, tc.wantErr)
 				}
-				after := sumCounter(t, f.srv.Metrics().Registry(), "imagegate_client_auth_rejections_total")
+				after := sumCounter(t, f.rec.Registry(), "imagegate_client_auth_rejections_total")
 				if got := after > before; got != tc.rejected {
 					t.Errorf("client_auth_rejections_total went from %v to %v, want counted=%v", before, after, tc.rejected)
 				}
@@ -254,9 +254,9 @@ func TestMutualTLSRefusesAtTheHandshake(t *testing.T) {
 	// Every refusal is a failed handshake for the server, counted when
 	// net/http reports it, which may be just after the client saw it.
 	const refusals = 6 // 3 refused clients, in TLS 1.2 and 1.3
-	for start := time.Now(); sumCounter(t, f.srv.Metrics().Registry(), "imagegate_tls_handshake_failures_total") < refusals; {
+	for start := time.Now(); sumCounter(t, f.rec.Registry(), "imagegate_tls_handshake_failures_total") < refusals; {
 		if time.Since(start) > liveness {
-			t.Fatalf("imagegate_tls_handshake_failures_total = %v, want %d", sumCounter(t, f.srv.Metrics().Registry(), "imagegate_tls_handshake_failures_total"), refusals)
+			t.Fatalf("imagegate_tls_handshake_failures_total = %v, want %d", sumCounter(t, f.rec.Registry(), "imagegate_tls_handshake_failures_total"), refusals)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -295,7 +295,7 @@ func TestClientCARotation(t *testing.T) {
 // offered with a static one: HTTP/2 and HTTP/1.1.
 func TestServeNegotiatesHTTP2AndHTTP1(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testPolicy, nil)
+	f := newTLSFixture(t, nil)
 	addr, _ := f.serve(t)
 	for _, proto := range []string{"h2", "http/1.1"} {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: f.ca.Pool(), NextProtos: []string{proto}, MinVersion: tls.VersionTLS12})
