@@ -55,6 +55,10 @@ benchstat: ## Run the benchmarks 6 times, save under _output/bench and compare w
 loadtest: ## Load test imagegate and a do-nothing floor over TLS on loopback with vegeta; prints one table.
 	hack/bench.sh
 
+.PHONY: stress
+stress: build ## Hostile load (huge and held bodies, idle HTTP/2, an alias bomb) against bin/imagegate; one table (STRESS_ARGS=-short).
+	$(GO) run ./hack/stress -binary $(BIN) $(STRESS_ARGS)
+
 .PHONY: e2e
 e2e: ## End-to-end tests against a real kube-apiserver (builds it once, cached in ~/.cache/imagegate).
 	hack/e2e.sh

@@ -187,12 +187,12 @@ func discard(r io.Reader, limit int64) {
 }
 
 // connLimit caps the review listener's open connections. At the cap, a new
-// connection closes another, in this order: one idle that has never
-// carried a review (a flood of HTTP/2 prefaces and nothing else is shed as
-// it grows), then one still opening (TLS handshake, first request) after
-// openGrace, the longest first (a flood of handshakes sheds itself, and a
-// real client, done in milliseconds, is past it). Only when neither comes
-// within shedWait does it close the one idle longest among those that
+// connection closes another, in this order: one idle for idleGrace that
+// has never carried a review (a flood of HTTP/2 prefaces and nothing else
+// is shed as it grows), then one still opening (TLS handshake, first
+// request) after openGrace, the longest first (a flood of handshakes sheds
+// itself). A real client is past both in milliseconds. Only when neither
+// comes within shedWait does it close the one idle longest, even one that
 // carried reviews: that is how the apiserver's connections stay through a
 // flood. With every connection in a request, Accept waits.
 type connLimit struct {
@@ -211,6 +211,7 @@ type connInfo struct {
 }
 
 const (
+	idleGrace = 100 * time.Millisecond
 	openGrace = 250 * time.Millisecond
 	shedWait  = 200 * time.Millisecond
 )
@@ -247,19 +248,19 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// victim picks the connection to close for a new one, or nil; one that
-// has carried reviews only when served.
-func (l *connLimit) victim(now time.Time, served bool) net.Conn {
+// victim picks the connection to close for a new one, or nil; as a last
+// resort, also one idle that has carried reviews or is within its grace.
+func (l *connLimit) victim(now time.Time, lastResort bool) net.Conn {
 	var victim net.Conn
 	rank, since := 0, time.Time{}
 	for c, i := range l.open {
 		r, t := 0, time.Time{}
 		switch {
-		case i.state == http.StateIdle && !i.served:
+		case i.state == http.StateIdle && !i.served && now.Sub(i.idleSince) >= idleGrace:
 			r, t = 3, i.idleSince
 		case i.state == http.StateNew && now.Sub(i.accepted) >= openGrace:
 			r, t = 2, i.accepted
-		case i.state == http.StateIdle && served:
+		case i.state == http.StateIdle && lastResort:
 			r, t = 1, i.idleSince
 		}
 		if r > rank || r == rank && r > 0 && t.Before(since) {
