@@ -270,9 +270,9 @@ func TestWarnings(t *testing.T) {
 	t.Parallel()
 	many := make([]policy.Violation, 12)
 	for i := range many {
-		many[i] = policy.Violation{Container: "c", Image: "nginx:" + strings.Repeat("1", i+1), Rule: policy.RuleRegistry, Message: "registry docker.io is not allowed"}
+		many[i] = policy.Violation{Container: "c", Image: "nginx:" + strings.Repeat("1", i+1), Check: policy.CheckRegistry, Message: "registry docker.io is not allowed"}
 	}
-	long := []policy.Violation{{Container: "c", Image: "x", Rule: policy.RuleRegistry, Message: strings.Repeat("é", 400)}}
+	long := []policy.Violation{{Container: "c", Image: "x", Check: policy.CheckRegistry, Message: strings.Repeat("é", 400)}}
 	tests := []struct {
 		name string
 		d    policy.Decision

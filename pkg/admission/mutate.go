@@ -54,9 +54,9 @@ type Mutation struct {
 	Input policy.Input
 	// Kind and Name identify the object, for logs.
 	Kind, Name string
-	// Rule is the policy rule whose rewrite rules applied; empty when none
+	// RuleName is the policy rule whose rewrite rules applied; empty when none
 	// was consulted.
-	Rule string
+	RuleName string
 	// Rewritten lists the images rewritten, Failed those a rule matched
 	// but whose rewrite would not be a valid reference (left alone).
 	Rewritten, Failed []Rewrite
@@ -150,7 +150,7 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 	}
 	m.Input.Images, m.Input.Annotations = r.pod()
 	plan := p.Rewrite(m.Input)
-	m.Rule, m.BreakGlass = plan.RuleName, plan.BreakGlass
+	m.RuleName, m.BreakGlass = plan.RuleName, plan.BreakGlass
 	for i, res := range plan.Results {
 		switch res.Status {
 		case rewrite.StatusRewritten:

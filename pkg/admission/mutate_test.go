@@ -24,7 +24,7 @@ func mirrorPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
 	p, err := policy.New(policy.Options{
 		AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true,
-		RegistryMirrors: []rewrite.Rule{
+		Rewrites: []rewrite.Rule{
 			{From: "docker.io", To: "registry.my.com/hub"},
 			{From: "quay.io", To: "registry.my.com/quay"},
 			{From: "registry.my.com.evil.io", To: "registry.my.com/evil"},

@@ -43,10 +43,10 @@ type Finding struct {
 	// Rewritten is what the rewrite rules make of Image, which is then
 	// what was judged; empty when no rule rewrites it.
 	Rewritten string `json:"rewritten,omitempty"`
-	// Rule is the check violated (registry, latest-tag, ...) and PolicyRule
+	// Check is the check violated (registry, latest-tag, ...) and RuleName
 	// the policy rule that judged the namespace.
-	Rule       policy.Rule `json:"rule"`
-	PolicyRule string      `json:"policyRule"`
+	Check    policy.Check `json:"rule"`
+	RuleName string       `json:"policyRule"`
 	// Outcome is what the policy would do with the object now: denied, or
 	// admitted anyway by warn mode or a break-glass annotation.
 	Outcome policy.Outcome `json:"outcome"`
@@ -68,15 +68,15 @@ type Rewrite struct {
 	Image     string `json:"image"`
 	Rewritten string `json:"rewritten"`
 	Mirror    string `json:"mirror"`
-	// PolicyRule is the policy rule whose rewrites applied.
-	PolicyRule string `json:"policyRule"`
+	// RuleName is the policy rule whose rewrites applied.
+	RuleName string `json:"policyRule"`
 	// Fixes are the checks the image as it runs now violates and the
 	// rewritten one passes: what the rewrite fixes. Empty when the image
 	// passed as it was.
-	Fixes []policy.Rule `json:"fixes,omitempty"`
+	Fixes []policy.Check `json:"fixes,omitempty"`
 	// Remaining are the checks the rewritten image still violates; the
 	// findings say how, and what the policy would do.
-	Remaining []policy.Rule `json:"remaining,omitempty"`
+	Remaining []policy.Check `json:"remaining,omitempty"`
 }
 
 // Report is the result of an audit.
@@ -173,7 +173,7 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 		rep.Findings = append(rep.Findings, Finding{
 			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
 			Container: v.Container, Source: v.Source, Image: v.Image, Rewritten: v.Rewritten,
-			Rule: v.Rule, PolicyRule: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
+			Check: v.Check, RuleName: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
 			BreakGlassRefused: d.BreakGlassRefused,
 		})
 	}
@@ -189,18 +189,18 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 		rw := Rewrite{
 			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
 			Container: img.Container, Source: img.Source, Image: img.Ref, Rewritten: r.Rewritten,
-			Mirror: r.Mirror.String(), PolicyRule: plan.RuleName,
+			Mirror: r.Mirror.String(), RuleName: plan.RuleName,
 		}
 		for _, v := range before.Violations {
 			if judges(v, img, "") && !slices.ContainsFunc(d.Violations, func(after policy.Violation) bool {
-				return judges(after, img, r.Rewritten) && after.Rule == v.Rule
+				return judges(after, img, r.Rewritten) && after.Check == v.Check
 			}) {
-				rw.Fixes = append(rw.Fixes, v.Rule)
+				rw.Fixes = append(rw.Fixes, v.Check)
 			}
 		}
 		for _, v := range d.Violations {
 			if judges(v, img, r.Rewritten) {
-				rw.Remaining = append(rw.Remaining, v.Rule)
+				rw.Remaining = append(rw.Remaining, v.Check)
 			}
 		}
 		rep.Rewrites = append(rep.Rewrites, rw)
@@ -234,7 +234,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			reason += " (break-glass refused: " + f.BreakGlassRefused + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s/%s\t%s\t%s\n", f.Namespace, f.Kind, f.Name, container,
-			quoteIfNeeded(f.Image), f.PolicyRule, f.Rule, f.Outcome, reason)
+			quoteIfNeeded(f.Image), f.RuleName, f.Check, f.Outcome, reason)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -259,7 +259,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 				fixes += " (still " + joinRules(r.Remaining) + ": see the findings)"
 			}
 			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Kind, r.Name, container,
-				quoteIfNeeded(r.Image), r.Rewritten, r.PolicyRule, fixes)
+				quoteIfNeeded(r.Image), r.Rewritten, r.RuleName, fixes)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -270,7 +270,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	return err
 }
 
-func joinRules(rules []policy.Rule) string {
+func joinRules(rules []policy.Check) string {
 	names := make([]string, len(rules))
 	for i, r := range rules {
 		names[i] = string(r)

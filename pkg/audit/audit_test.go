@@ -52,7 +52,7 @@ func row(f audit.Finding) string {
 	if f.Source != "" {
 		c += " (" + f.Source + ")"
 	}
-	return strings.Join([]string{f.Namespace, f.Kind + "/" + f.Name, c, f.Image, f.PolicyRule + "/" + string(f.Rule), string(f.Outcome)}, " ")
+	return strings.Join([]string{f.Namespace, f.Kind + "/" + f.Name, c, f.Image, f.RuleName + "/" + string(f.Check), string(f.Outcome)}, " ")
 }
 
 // noRewrites is the example policy with its rewrites turned off, as
@@ -60,7 +60,7 @@ func row(f audit.Finding) string {
 func noRewrites(t *testing.T) *policy.Policy {
 	t.Helper()
 	none := []rewrite.Rule{}
-	return loadExample(t, policyfile.Overrides{RegistryMirrors: &none})
+	return loadExample(t, policyfile.Overrides{Rewrites: &none})
 }
 
 // The fixture is what `kubectl get pods,deployments,statefulsets,daemonsets,
@@ -164,7 +164,7 @@ func TestAuditReportsRewritesApartFromWhatStaysRefused(t *testing.T) {
 // reported all the same (the mirror must have it).
 func TestAuditReportsRewritesThatFixNothing(t *testing.T) {
 	t.Parallel()
-	p, err := policy.New(policy.Options{RejectLatest: true, RegistryMirrors: []rewrite.Rule{{From: "docker.io", To: "mirror.example.com/hub"}}})
+	p, err := policy.New(policy.Options{RejectLatest: true, Rewrites: []rewrite.Rule{{From: "docker.io", To: "mirror.example.com/hub"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestAuditJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, b.String())
 	}
-	if len(back.Findings) != 9 || back.Findings[3].Source != "ephemeral container" || back.Findings[4].Rule != policy.RuleDeniedRepository {
+	if len(back.Findings) != 9 || back.Findings[3].Source != "ephemeral container" || back.Findings[4].Check != policy.CheckDeniedRepository {
 		t.Errorf("decoded %+v", back.Findings)
 	}
 	for _, key := range []string{`"namespace": "shop"`, `"kind": "Deployment"`, `"container": "nginx"`, `"policyRule": "default"`, `"outcome": "denied"`, `"reason": "registry docker.io is not allowed`} {

@@ -169,7 +169,7 @@ func TestServeRecordsExplicitPolicySettings(t *testing.T) {
 		t.Errorf("FileOverrides = %+v, want only mode=warn", o)
 	}
 	d := r.policy.Evaluate(policy.Input{Images: []policy.Image{{Ref: "registry.my.com/app"}, {Ref: "quay.io/app:1"}}})
-	if d.Outcome != policy.OutcomeWarned || len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleRegistry {
+	if d.Outcome != policy.OutcomeWarned || len(d.Violations) != 1 || d.Violations[0].Check != policy.CheckRegistry {
 		t.Errorf("got %s %q, want the file's rejectLatest and registries and the flag's mode", d.Outcome, d.Reason())
 	}
 

@@ -234,7 +234,7 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 	}
 	if fs.Changed("registry-mirror") {
 		rules, _ := ParseMirrors(p.RegistryMirrors) // Options reports a broken one
-		o.RegistryMirrors = &rules
+		o.Rewrites = &rules
 	}
 	p.FileOverrides = o
 }
@@ -308,9 +308,9 @@ func (p PolicyConfig) Options() (policy.Options, error) {
 	if err := errors.Join(entryErrs...); err != nil {
 		errs = append(errs, fmt.Errorf("--registry-whitelist: %w", err))
 	}
-	if opts.RegistryMirrors, err = ParseMirrors(p.RegistryMirrors); err != nil {
+	if opts.Rewrites, err = ParseMirrors(p.RegistryMirrors); err != nil {
 		errs = append(errs, err)
-	} else if _, err := rewrite.New(opts.RegistryMirrors); err != nil {
+	} else if _, err := rewrite.New(opts.Rewrites); err != nil {
 		errs = append(errs, fmt.Errorf("--registry-mirror: %w", err))
 	}
 	return opts, errors.Join(errs...)

@@ -236,7 +236,7 @@ func (r *Recorder) Review(endpoint string, d *policy.Decision, elapsed time.Dura
 	}
 	r.reviews.WithLabelValues(endpoint, string(d.Outcome)).Inc()
 	for i := range d.Violations {
-		r.violations.WithLabelValues(endpoint, string(d.Violations[i].Rule)).Inc()
+		r.violations.WithLabelValues(endpoint, string(d.Violations[i].Check)).Inc()
 	}
 	r.duration.WithLabelValues(endpoint).Observe(elapsed.Seconds())
 }

@@ -16,7 +16,7 @@ import (
 func TestNilRecorderRecordsNothing(t *testing.T) {
 	t.Parallel()
 	var r *metrics.Recorder
-	d := policy.Decision{Outcome: policy.OutcomeDenied, Violations: []policy.Violation{{Rule: policy.RuleRegistry}}}
+	d := policy.Decision{Outcome: policy.OutcomeDenied, Violations: []policy.Violation{{Check: policy.CheckRegistry}}}
 	r.Review(metrics.EndpointValidate, &d, time.Millisecond)
 	r.ReviewError(metrics.EndpointValidate, time.Millisecond)
 	r.Mutation(true, 1, 0, time.Millisecond)

@@ -41,8 +41,8 @@ func TestEvaluateDeniesMoreImagesThanTheCapWhole(t *testing.T) {
 			if tc.allowed {
 				return
 			}
-			if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleTooManyImages {
-				t.Fatalf("violations = %+v, want one %s", d.Violations, policy.RuleTooManyImages)
+			if len(d.Violations) != 1 || d.Violations[0].Check != policy.CheckTooManyImages {
+				t.Fatalf("violations = %+v, want one %s", d.Violations, policy.CheckTooManyImages)
 			}
 			if want := fmt.Sprintf("the request lists %d images, more than the %d", tc.images, policy.MaxImages); !strings.Contains(d.Reason(), want) {
 				t.Errorf("reason %q does not say %q", d.Reason(), want)
@@ -105,8 +105,8 @@ func TestRefuseAndPassCarryThePolicysAnnotations(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := p.Refuse("team-a", "too large")
-	if refused.Allowed || refused.Outcome != policy.OutcomeDenied || refused.Violations[0].Rule != policy.RuleUnreadable {
-		t.Errorf("Refuse = %+v, want denied as %s even in warn mode", refused, policy.RuleUnreadable)
+	if refused.Allowed || refused.Outcome != policy.OutcomeDenied || refused.Violations[0].Check != policy.CheckUnreadable {
+		t.Errorf("Refuse = %+v, want denied as %s even in warn mode", refused, policy.CheckUnreadable)
 	}
 	if refused.Reason() != "too large" {
 		t.Errorf("Refuse reason = %q, want the why alone", refused.Reason())

@@ -31,7 +31,7 @@ type Case struct {
 	Image       string            `json:"image"`
 	Annotations map[string]string `json:"annotations"`
 	Want        string            `json:"want"`
-	Rules       []policy.Rule     `json:"rules"`
+	Rules       []policy.Check    `json:"rules"`
 	Why         string            `json:"why"`
 	Source      string            `json:"source"`
 }
@@ -74,9 +74,9 @@ func TestCorpus(t *testing.T) {
 			if got, want := d.Allowed, tc.Want == "allow"; got != want {
 				t.Errorf("Evaluate(%q).Allowed = %v, want %v (%s); reason: %s", tc.Image, got, want, tc.Why, d.Reason())
 			}
-			var rules []policy.Rule
+			var rules []policy.Check
 			for _, v := range d.Violations {
-				rules = append(rules, v.Rule)
+				rules = append(rules, v.Check)
 			}
 			if !slices.Equal(rules, tc.Rules) {
 				t.Errorf("Evaluate(%q) rules = %v, want %v", tc.Image, rules, tc.Rules)

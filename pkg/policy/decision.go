@@ -6,48 +6,49 @@ import (
 	"strings"
 )
 
-// Rule names a policy rule; it is stable and safe to use as a metric label.
-type Rule string
+// Check names one of the checks a rule applies; it is stable and safe to
+// use as a metric label (imagegate's metrics call it "rule").
+type Check string
 
 const (
-	// RuleInvalidReference means the image is not a parsable reference.
-	RuleInvalidReference Rule = "invalid-reference"
-	// RuleRegistry means the image's registry or repository is not whitelisted.
-	RuleRegistry Rule = "registry"
-	// RuleLatestTag means the image is untagged or tagged latest, without digest.
-	RuleLatestTag Rule = "latest-tag"
-	// RuleNoImages means the request named no image at all.
-	RuleNoImages Rule = "no-images"
-	// RuleDeniedRepository means the image is in a denied repository.
-	RuleDeniedRepository Rule = "denied-repository"
-	// RuleDigestRequired means the rule requires a digest and the image has none.
-	RuleDigestRequired Rule = "digest-required"
-	// RuleTooManyImages means the request lists more than [MaxImages].
-	RuleTooManyImages Rule = "too-many-images"
-	// RuleUnreadable means the request could not be read: too large, or
+	// CheckInvalidReference means the image is not a parsable reference.
+	CheckInvalidReference Check = "invalid-reference"
+	// CheckRegistry means the image's registry or repository is not whitelisted.
+	CheckRegistry Check = "registry"
+	// CheckLatestTag means the image is untagged or tagged latest, without digest.
+	CheckLatestTag Check = "latest-tag"
+	// CheckNoImages means the request named no image at all.
+	CheckNoImages Check = "no-images"
+	// CheckDeniedRepository means the image is in a denied repository.
+	CheckDeniedRepository Check = "denied-repository"
+	// CheckDigestRequired means the rule requires a digest and the image has none.
+	CheckDigestRequired Check = "digest-required"
+	// CheckTooManyImages means the request lists more than [MaxImages].
+	CheckTooManyImages Check = "too-many-images"
+	// CheckUnreadable means the request could not be read: too large, or
 	// an object imagegate cannot decode (see [Policy.Refuse]).
-	RuleUnreadable Rule = "unreadable-request"
+	CheckUnreadable Check = "unreadable-request"
 )
 
 // Checks returns every Rule: the values of the rule label of metrics.
-func Checks() []Rule {
-	return []Rule{
-		RuleInvalidReference, RuleRegistry, RuleLatestTag, RuleNoImages,
-		RuleDeniedRepository, RuleDigestRequired, RuleTooManyImages, RuleUnreadable,
+func Checks() []Check {
+	return []Check{
+		CheckInvalidReference, CheckRegistry, CheckLatestTag, CheckNoImages,
+		CheckDeniedRepository, CheckDigestRequired, CheckTooManyImages, CheckUnreadable,
 	}
 }
 
 // Overridable reports whether break-glass may override a violation of r.
 // An unparsable reference cannot run anywhere, and an empty or oversized
 // request is not a pod, so overriding those would only hide a broken request.
-func (r Rule) Overridable() bool {
-	return r == RuleRegistry || r == RuleLatestTag || r == RuleDeniedRepository || r == RuleDigestRequired
+func (r Check) Overridable() bool {
+	return r == CheckRegistry || r == CheckLatestTag || r == CheckDeniedRepository || r == CheckDigestRequired
 }
 
 // aboutImage reports whether a violation of r names an image, even an
 // empty one; the others are about the whole request.
-func (r Rule) aboutImage() bool {
-	return r != RuleNoImages && r != RuleTooManyImages && r != RuleUnreadable
+func (r Check) aboutImage() bool {
+	return r != CheckNoImages && r != CheckTooManyImages && r != CheckUnreadable
 }
 
 // Violation is one reason an image is refused.
@@ -66,8 +67,8 @@ type Violation struct {
 	// Normalized is the fully qualified form of the reference judged;
 	// empty when unparsable.
 	Normalized string
-	// Rule is the rule that was violated.
-	Rule Rule
+	// Check is the check that failed.
+	Check Check
 	// Message says what is wrong and how to fix it.
 	Message string
 }
@@ -92,7 +93,7 @@ func (v Violation) writeTo(b *strings.Builder) {
 		writeQuoted(b, v.Container)
 		b.WriteByte(' ')
 	}
-	if v.Rule.aboutImage() {
+	if v.Check.aboutImage() {
 		b.WriteString("image ")
 		judged := v.Image
 		if v.Rewritten != "" {
@@ -224,7 +225,7 @@ func (d *Decision) resolve(allowBreakGlass bool, refusal string) {
 
 func (d *Decision) allOverridable() bool {
 	for _, v := range d.Violations {
-		if !v.Rule.Overridable() {
+		if !v.Check.Overridable() {
 			return false
 		}
 	}
@@ -293,7 +294,7 @@ func (d *Decision) BreakGlassNote() string {
 func (p *Policy) Refuse(namespace, why string) Decision {
 	r, _ := p.ruleFor(namespace)
 	d := Decision{Mode: r.mode, RuleName: r.name, Outcome: OutcomeDenied,
-		Violations: []Violation{{Rule: RuleUnreadable, Message: why}}}
+		Violations: []Violation{{Check: CheckUnreadable, Message: why}}}
 	p.annotateDecision(&d, r)
 	return d
 }

@@ -77,7 +77,7 @@ const (
 // them; a nil trace records nothing.
 type trace []Step
 
-func (t *trace) record(check Rule, result, detail string) {
+func (t *trace) record(check Check, result, detail string) {
 	if t != nil {
 		*t = append(*t, Step{Check: string(check), Result: result, Detail: detail})
 	}

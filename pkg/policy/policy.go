@@ -54,9 +54,9 @@ type Options struct {
 	AllowBreakGlass bool
 	// Mode is enforce (the default when empty) or warn.
 	Mode Mode
-	// RegistryMirrors rewrite images to an approved mirror
+	// Rewrites rewrite images to an approved mirror
 	// (--registry-mirror FROM=TO); see [RuleOptions.Rewrites].
-	RegistryMirrors []rewrite.Rule
+	Rewrites []rewrite.Rule
 }
 
 // Rule returns the options as a default rule.
@@ -67,7 +67,7 @@ func (o Options) Rule() RuleOptions {
 		RejectLatest:      o.RejectLatest,
 		Mode:              o.Mode,
 		BreakGlass:        BreakGlassOptions{Enabled: o.AllowBreakGlass},
-		Rewrites:          o.RegistryMirrors,
+		Rewrites:          o.Rewrites,
 	}
 }
 
@@ -168,14 +168,14 @@ func (p *Policy) evaluate(in Input, rewritten []rewrite.Result) Decision {
 	switch {
 	case len(in.Images) == 0:
 		d.Violations = append(d.Violations, Violation{
-			Rule:    RuleNoImages,
+			Check:   CheckNoImages,
 			Message: "the request lists no container images, so there is nothing to allow",
 		})
 	case len(in.Images) > MaxImages:
 		// Judging is linear, but a review this large is an attack or a
 		// bug, not a pod: refuse it whole rather than spend on it.
 		d.Violations = append(d.Violations, Violation{
-			Rule: RuleTooManyImages,
+			Check: CheckTooManyImages,
 			Message: fmt.Sprintf("the request lists %d images, more than the %d imagegate judges in one review; no real pod pulls that many: split the workload",
 				len(in.Images), MaxImages),
 		})
@@ -207,7 +207,7 @@ func (p *Policy) evaluate(in Input, rewritten []rewrite.Result) Decision {
 }
 
 // MaxImages is the most images one review may list; a review with more is
-// denied whole (RuleTooManyImages). Real pods list a handful, and the
+// denied whole (CheckTooManyImages). Real pods list a handful, and the
 // largest seen in the wild a few dozen.
 const MaxImages = 1000
 
@@ -245,9 +245,9 @@ func (r *rule) checkImage(vs []Violation, img Image, t *trace) []Violation {
 		err = errors.New("the reference is empty")
 	}
 	if err != nil {
-		t.record(RuleInvalidReference, stepFail, err.Error())
+		t.record(CheckInvalidReference, stepFail, err.Error())
 		return append(vs, Violation{
-			Container: img.Container, Source: img.Source, Image: img.Ref, Rule: RuleInvalidReference,
+			Container: img.Container, Source: img.Source, Image: img.Ref, Check: CheckInvalidReference,
 			Message: fmt.Sprintf("not a valid image reference (%v); write it as [registry[:port]/]repository[:tag][@digest], repository in lower case", err),
 		})
 	}
@@ -259,49 +259,49 @@ func (r *rule) checkImage(vs []Violation, img Image, t *trace) []Violation {
 		return vs
 	}
 	normalized := named.String()
-	add := func(rule Rule, msg string) {
+	add := func(rule Check, msg string) {
 		vs = append(vs, Violation{
-			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Rule: rule, Message: msg,
+			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Check: rule, Message: msg,
 		})
 	}
 	if len(r.whitelist) == 0 {
-		t.record(RuleRegistry, stepOff, "no allowedRegistries: every registry is allowed")
+		t.record(CheckRegistry, stepOff, "no allowedRegistries: every registry is allowed")
 	} else if msg := r.registryProblem(domain, path); msg != "" {
-		add(RuleRegistry, msg)
-		t.record(RuleRegistry, stepFail, msg)
+		add(CheckRegistry, msg)
+		t.record(CheckRegistry, stepFail, msg)
 	} else if t != nil {
 		e, _ := matchEntry(r.whitelist, domain, path)
-		t.record(RuleRegistry, stepPass, "matches allowedRegistries entry "+e.String())
+		t.record(CheckRegistry, stepPass, "matches allowedRegistries entry "+e.String())
 	}
 	if e, ok := matchEntry(r.denied, domain, path); ok {
-		add(RuleDeniedRepository, fmt.Sprintf("repository %s/%s is denied by rule %q (entry %s); use another image",
+		add(CheckDeniedRepository, fmt.Sprintf("repository %s/%s is denied by rule %q (entry %s); use another image",
 			canonicalDomain(domain), path, r.name, e))
 		if t != nil {
-			t.record(RuleDeniedRepository, stepFail, "matches deniedRepositories entry "+e.String())
+			t.record(CheckDeniedRepository, stepFail, "matches deniedRepositories entry "+e.String())
 		}
 	} else if len(r.denied) == 0 {
-		t.record(RuleDeniedRepository, stepOff, "no deniedRepositories")
+		t.record(CheckDeniedRepository, stepOff, "no deniedRepositories")
 	} else {
-		t.record(RuleDeniedRepository, stepPass, "in no denied repository")
+		t.record(CheckDeniedRepository, stepPass, "in no denied repository")
 	}
 	_, digested := named.(reference.Digested)
 	if !r.rejectLatest {
-		t.record(RuleLatestTag, stepOff, "rejectLatest is off")
+		t.record(CheckLatestTag, stepOff, "rejectLatest is off")
 	} else if msg := latestProblem(named); msg != "" {
-		add(RuleLatestTag, msg)
-		t.record(RuleLatestTag, stepFail, msg)
+		add(CheckLatestTag, msg)
+		t.record(CheckLatestTag, stepFail, msg)
 	} else if tagged, ok := named.(reference.Tagged); ok && !digested && t != nil {
-		t.record(RuleLatestTag, stepPass, fmt.Sprintf("tag %q", tagged.Tag()))
+		t.record(CheckLatestTag, stepPass, fmt.Sprintf("tag %q", tagged.Tag()))
 	} else {
-		t.record(RuleLatestTag, stepPass, "pinned by digest")
+		t.record(CheckLatestTag, stepPass, "pinned by digest")
 	}
 	if !r.requireDigest {
-		t.record(RuleDigestRequired, stepOff, "requireDigest is off")
+		t.record(CheckDigestRequired, stepOff, "requireDigest is off")
 	} else if !digested {
-		add(RuleDigestRequired, fmt.Sprintf("rule %q requires images pinned by digest; append the digest (@sha256:...)", r.name))
-		t.record(RuleDigestRequired, stepFail, "no digest")
+		add(CheckDigestRequired, fmt.Sprintf("rule %q requires images pinned by digest; append the digest (@sha256:...)", r.name))
+		t.record(CheckDigestRequired, stepFail, "no digest")
 	} else {
-		t.record(RuleDigestRequired, stepPass, "pinned by digest")
+		t.record(CheckDigestRequired, stepPass, "pinned by digest")
 	}
 	return vs
 }

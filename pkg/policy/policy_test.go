@@ -405,7 +405,7 @@ func TestChecksListsEveryRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []policy.Rule
+	var want []policy.Check
 	for _, name := range files {
 		if strings.HasSuffix(name, "_test.go") {
 			continue
@@ -418,9 +418,9 @@ func TestChecksListsEveryRule(t *testing.T) {
 			if g, ok := decl.(*ast.GenDecl); ok && g.Tok == token.CONST {
 				for _, spec := range g.Specs {
 					v := spec.(*ast.ValueSpec)
-					if id, ok := v.Type.(*ast.Ident); ok && id.Name == "Rule" {
+					if id, ok := v.Type.(*ast.Ident); ok && id.Name == "Check" {
 						s, _ := strconv.Unquote(v.Values[0].(*ast.BasicLit).Value)
-						want = append(want, policy.Rule(s))
+						want = append(want, policy.Check(s))
 					}
 				}
 			}
@@ -430,6 +430,6 @@ func TestChecksListsEveryRule(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(want)
 	if len(want) < 8 || !slices.Equal(got, want) {
-		t.Errorf("got Checks() %q, want every Rule constant: %q", got, want)
+		t.Errorf("got Checks() %q, want every Check constant: %q", got, want)
 	}
 }

@@ -122,7 +122,7 @@ func TestRewriteErrorsNameTheField(t *testing.T) {
 
 func TestNewReportsAnInvalidMirrorByName(t *testing.T) {
 	t.Parallel()
-	_, err := policy.New(policy.Options{RegistryMirrors: rules("docker.io=mirror/hub")})
+	_, err := policy.New(policy.Options{Rewrites: rules("docker.io=mirror/hub")})
 	if err == nil || !strings.Contains(err.Error(), `rewrite docker.io=mirror/hub: TO "mirror/hub"`) || strings.Contains(err.Error(), "rewrites[") {
 		t.Errorf("New error = %v, want one naming the rule without a field path", err)
 	}
@@ -168,7 +168,7 @@ func TestRewriteWarnings(t *testing.T) {
 func TestHashCoversRewrites(t *testing.T) {
 	t.Parallel()
 	hash := func(raws ...string) string {
-		p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, RegistryMirrors: rules(raws...)})
+		p, err := policy.New(policy.Options{AllowedRegistries: []string{"registry.my.com"}, Rewrites: rules(raws...)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,8 +204,8 @@ func TestEvaluateMutatedJudgesTheRewriteAndNamesTheImageAsWritten(t *testing.T) 
 			name:      "rewritten images are judged as rewritten, the others as written",
 			namespace: "default",
 			want: [][3]string{
-				{"nginx", "registry.my.com/dockerhub/library/nginx", string(policy.RuleLatestTag)},
-				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
+				{"nginx", "registry.my.com/dockerhub/library/nginx", string(policy.CheckLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.CheckRegistry)},
 			},
 			wantReason: `container "app" image "registry.my.com/dockerhub/library/nginx": it has no tag`,
 		},
@@ -213,9 +213,9 @@ func TestEvaluateMutatedJudgesTheRewriteAndNamesTheImageAsWritten(t *testing.T) 
 			name:      "without rewrite rules every image is judged as written",
 			namespace: "legacy",
 			want: [][3]string{
-				{"nginx", "", string(policy.RuleRegistry)}, {"nginx", "", string(policy.RuleLatestTag)},
-				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
-				{"prometheus:2.6.1", "", string(policy.RuleRegistry)},
+				{"nginx", "", string(policy.CheckRegistry)}, {"nginx", "", string(policy.CheckLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.CheckRegistry)},
+				{"prometheus:2.6.1", "", string(policy.CheckRegistry)},
 			},
 			wantReason: `container "app" image "nginx": registry docker.io is not allowed`,
 		},
@@ -224,9 +224,9 @@ func TestEvaluateMutatedJudgesTheRewriteAndNamesTheImageAsWritten(t *testing.T) 
 			namespace:   "default",
 			annotations: map[string]string{bgFlag: "true"},
 			want: [][3]string{
-				{"nginx", "", string(policy.RuleRegistry)}, {"nginx", "", string(policy.RuleLatestTag)},
-				{"ghcr.io/acme/app:1", "", string(policy.RuleRegistry)},
-				{"prometheus:2.6.1", "", string(policy.RuleRegistry)},
+				{"nginx", "", string(policy.CheckRegistry)}, {"nginx", "", string(policy.CheckLatestTag)},
+				{"ghcr.io/acme/app:1", "", string(policy.CheckRegistry)},
+				{"prometheus:2.6.1", "", string(policy.CheckRegistry)},
 			},
 			wantReason: `break-glass overrode: container "app" image "nginx": registry docker.io is not allowed`,
 		},
@@ -243,7 +243,7 @@ func TestEvaluateMutatedJudgesTheRewriteAndNamesTheImageAsWritten(t *testing.T) 
 			}
 			var got [][3]string
 			for _, v := range d.Violations {
-				got = append(got, [3]string{v.Image, v.Rewritten, string(v.Rule)})
+				got = append(got, [3]string{v.Image, v.Rewritten, string(v.Check)})
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Errorf("got violations %q, want %q", got, tc.want)
@@ -284,7 +284,7 @@ func ExamplePolicy_Rewrite() {
 	p, err := policy.New(policy.Options{
 		AllowedRegistries: []string{"registry.my.com"},
 		RejectLatest:      true,
-		RegistryMirrors:   []rewrite.Rule{{From: "docker.io", To: "registry.my.com/dockerhub"}},
+		Rewrites:          []rewrite.Rule{{From: "docker.io", To: "registry.my.com/dockerhub"}},
 	})
 	if err != nil {
 		panic(err)

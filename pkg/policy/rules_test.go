@@ -80,27 +80,27 @@ func TestEvaluateUsesTheNamespaceRule(t *testing.T) {
 		namespace string
 		image     string
 		want      policy.Outcome
-		wantRules []policy.Rule // violated checks, in order
+		wantRules []policy.Check // violated checks, in order
 	}{
 		{namespace: "default", image: "registry.my.com/app:1", want: policy.OutcomeAllowed},
-		{namespace: "default", image: "eu.team-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},
+		{namespace: "default", image: "eu.team-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},
 		{namespace: "team-a", image: "eu.team-a.example.com/app:1", want: policy.OutcomeAllowed},
 		{namespace: "team-a", image: "a.b.team-a.example.com/app:1", want: policy.OutcomeAllowed},
-		{namespace: "team-a", image: "team-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},     // not the apex
-		{namespace: "team-a", image: "evilteam-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}}, // label boundary
-		{namespace: "team-a", image: "eu.team-a.example.com:5000/app:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},
-		{namespace: "team-a", image: "eu.team-a.example.com.evil.io/app:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},
-		{namespace: "payments-eu", image: "registry.my.com/pay:1", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleDigestRequired}},
+		{namespace: "team-a", image: "team-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},     // not the apex
+		{namespace: "team-a", image: "evilteam-a.example.com/app:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}}, // label boundary
+		{namespace: "team-a", image: "eu.team-a.example.com:5000/app:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},
+		{namespace: "team-a", image: "eu.team-a.example.com.evil.io/app:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},
+		{namespace: "payments-eu", image: "registry.my.com/pay:1", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckDigestRequired}},
 		{namespace: "payments-eu", image: "registry.my.com/pay:1" + digest, want: policy.OutcomeAllowed},
-		{namespace: "payments-eu", image: "registry.my.com/legacy/pay" + digest, want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleDeniedRepository}},
+		{namespace: "payments-eu", image: "registry.my.com/legacy/pay" + digest, want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckDeniedRepository}},
 		{namespace: "payments-eu", image: "registry.my.com/legacy-new/pay" + digest, want: policy.OutcomeAllowed}, // path boundary
 		{namespace: "kube-system", image: "registry.k8s.io/pause:3.10", want: policy.OutcomeAllowed},
 		{namespace: "kube-system", image: "registry.k8s.io/pause", want: policy.OutcomeAllowed}, // exempt from reject-latest too
 		{namespace: "kube-system", image: "busybox:1.36", want: policy.OutcomeAllowed},
-		{namespace: "kube-system", image: "busybox:1.37", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},
-		{namespace: "kube-system", image: "REGISTRY.K8S.IO/Pause:3.10", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleInvalidReference}},
-		{namespace: "default", image: "registry.k8s.io/pause:3.10", want: policy.OutcomeDenied, wantRules: []policy.Rule{policy.RuleRegistry}},
-		{namespace: "lab", image: "nginx", want: policy.OutcomeWarned, wantRules: []policy.Rule{policy.RuleRegistry}},
+		{namespace: "kube-system", image: "busybox:1.37", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},
+		{namespace: "kube-system", image: "REGISTRY.K8S.IO/Pause:3.10", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckInvalidReference}},
+		{namespace: "default", image: "registry.k8s.io/pause:3.10", want: policy.OutcomeDenied, wantRules: []policy.Check{policy.CheckRegistry}},
+		{namespace: "lab", image: "nginx", want: policy.OutcomeWarned, wantRules: []policy.Check{policy.CheckRegistry}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.namespace+"/"+tc.image, func(t *testing.T) {
@@ -109,9 +109,9 @@ func TestEvaluateUsesTheNamespaceRule(t *testing.T) {
 			if d.Outcome != tc.want {
 				t.Fatalf("Outcome = %s, want %s (reason %q)", d.Outcome, tc.want, d.Reason())
 			}
-			var got []policy.Rule
+			var got []policy.Check
 			for _, v := range d.Violations {
-				got = append(got, v.Rule)
+				got = append(got, v.Check)
 			}
 			if strings.Join(ruleStrings(got), ",") != strings.Join(ruleStrings(tc.wantRules), ",") {
 				t.Errorf("violated %v, want %v (reason %q)", got, tc.wantRules, d.Reason())
@@ -120,7 +120,7 @@ func TestEvaluateUsesTheNamespaceRule(t *testing.T) {
 	}
 }
 
-func ruleStrings(rs []policy.Rule) []string {
+func ruleStrings(rs []policy.Check) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = string(r)

@@ -106,7 +106,7 @@ type Overrides struct {
 	RejectLatest      *bool           // --reject-latest
 	AllowBreakGlass   *bool           // --allow-break-glass
 	Mode              *string         // --mode
-	RegistryMirrors   *[]rewrite.Rule // --registry-mirror
+	Rewrites          *[]rewrite.Rule // --registry-mirror
 }
 
 // Loaded is a compiled policy file.
@@ -184,7 +184,7 @@ func Parse(name string, data []byte, base policy.RuleOptions, o Overrides) (*Loa
 	if o.AllowedRegistries != nil {
 		w.forget("default.allowedRegistries") // the flag's entries are not on the file's lines
 	}
-	if o.RegistryMirrors != nil {
+	if o.Rewrites != nil {
 		w.forget("default.rewrites")
 	}
 	spec := file.spec(base, o, func(path string, err error) { errs = append(errs, w.locate(path, err)) })
@@ -235,8 +235,8 @@ func (f *File) spec(base policy.RuleOptions, o Overrides, fail func(path string,
 	if o.Mode != nil {
 		def.Mode = policy.Mode(*o.Mode)
 	}
-	if o.RegistryMirrors != nil {
-		def.Rewrites = slices.Clone(*o.RegistryMirrors)
+	if o.Rewrites != nil {
+		def.Rewrites = slices.Clone(*o.Rewrites)
 	}
 	spec := policy.Spec{Default: def}
 	for i, nr := range f.Rules {

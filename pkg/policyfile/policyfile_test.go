@@ -180,7 +180,7 @@ rules:
 		}
 	}
 	mirrors := []rewrite.Rule{{From: "docker.io", To: "registry.my.com/flag-hub"}}
-	l, err = policyfile.Parse("p.yaml", src, base, policyfile.Overrides{RegistryMirrors: &mirrors})
+	l, err = policyfile.Parse("p.yaml", src, base, policyfile.Overrides{Rewrites: &mirrors})
 	if err != nil {
 		t.Fatal(err)
 	}

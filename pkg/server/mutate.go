@@ -75,11 +75,11 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 		return
 	}
 	for _, rw := range m.Rewritten {
-		s.log.Info("image rewritten", append(base, "rule", m.Rule, "source", source(rw.Image), "container", rw.Image.Container,
+		s.log.Info("image rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "mirror", rw.Result.Mirror.String())...)
 	}
 	for _, rw := range m.Failed {
-		s.log.Info("image not rewritten", append(base, "rule", m.Rule, "source", source(rw.Image), "container", rw.Image.Container,
+		s.log.Info("image not rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
 	}
 	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
