@@ -48,3 +48,29 @@ func dropTime(_ []string, a slog.Attr) slog.Attr {
 	}
 	return a
 }
+
+func TestCappedListsAtMostMaxLoggedEachCut(t *testing.T) {
+	t.Parallel()
+	long := string(bytes.Repeat([]byte("a"), 10_000))
+	tests := []struct {
+		name  string
+		total int
+		want  int    // entries
+		last  string // the last entry
+	}{
+		{name: "a few", total: 3, want: 3, last: long[:maxLoggedRef] + "..."},
+		{name: "exactly the cap", total: maxLogged, want: maxLogged, last: long[:maxLoggedRef] + "..."},
+		{name: "68,000", total: 68_000, want: maxLogged + 1, last: "(and 67980 more)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			calls := 0
+			got := capped(tc.total, func(int) string { calls++; return long })
+			if len(got) != tc.want || got[len(got)-1] != tc.last || calls > maxLogged {
+				t.Errorf("capped(%d) = %d entries ending %.40q after %d calls; want %d ending %.40q, at most %d calls",
+					tc.total, len(got), got[len(got)-1], calls, tc.want, tc.last, maxLogged)
+			}
+		})
+	}
+}

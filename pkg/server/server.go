@@ -353,7 +353,7 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", imageList(in.Images)}
+	attrs := []any{"endpoint", endpoint, "namespace", in.Namespace, "outcome", d.Outcome, "images", capped(len(in.Images), func(i int) string { return in.Images[i].Ref })}
 	if p != nil {
 		attrs = append(attrs, "policy", p.Hash())
 	}
@@ -361,32 +361,33 @@ func (s *Server) logDecision(ctx context.Context, endpoint string, p *policy.Pol
 		attrs = append(attrs, "violations", d.Summary())
 	}
 	if d.BreakGlass.Requested {
-		attrs = append(attrs, "breakGlassKeys", strList(d.BreakGlass.Keys), "ticket", d.BreakGlass.Ticket())
+		attrs = append(attrs, "breakGlassKeys", capped(len(d.BreakGlass.Keys), func(i int) string { return d.BreakGlass.Keys[i] }), "ticket", d.BreakGlass.Ticket())
 	}
 	s.log.Log(ctx, level, "review", attrs...)
 }
 
-// maxLoggedImages and maxLoggedRef bound the images a log line lists; the
-// decision's violations (already bounded) say what was wrong with them.
+// maxLogged and maxLoggedRef bound the images and break-glass keys a log
+// line lists; the decision's violations (already bounded) say what was
+// wrong with them.
 const (
-	maxLoggedImages = 20
-	maxLoggedRef    = 300
+	maxLogged    = 20
+	maxLoggedRef = 300
 )
 
-// imageList is what a log line lists of a review's images: the first
-// maxLoggedImages, each cut to maxLoggedRef bytes, then a count of the rest.
-func imageList(imgs []policy.Image) strList {
-	out := make(strList, 0, min(len(imgs), maxLoggedImages+1))
-	for i, img := range imgs {
-		if i == maxLoggedImages {
-			out = append(out, fmt.Sprintf("(and %d more)", len(imgs)-i))
-			break
+// capped is what a log line lists of total strings, the i-th given by at:
+// the first maxLogged, each cut to maxLoggedRef bytes, then a count of the
+// rest.
+func capped(total int, at func(int) string) strList {
+	out := make(strList, 0, min(total, maxLogged+1))
+	for i := range min(total, maxLogged) {
+		s := at(i)
+		if len(s) > maxLoggedRef {
+			s = strings.ToValidUTF8(s[:maxLoggedRef], "") + "..."
 		}
-		ref := img.Ref
-		if len(ref) > maxLoggedRef {
-			ref = strings.ToValidUTF8(ref[:maxLoggedRef], "") + "..."
-		}
-		out = append(out, ref)
+		out = append(out, s)
+	}
+	if total > maxLogged {
+		out = append(out, fmt.Sprintf("(and %d more)", total-maxLogged))
 	}
 	return out
 }
