@@ -57,7 +57,8 @@ type Mutation struct {
 	// RuleName is the policy rule whose rewrite rules applied; empty when none
 	// was consulted.
 	RuleName string
-	// Rewritten lists the images rewritten, Failed those a rule matched
+	// Rewritten lists the images rewritten (to a mirror, or a short name
+	// to its qualified form), Failed those a rule matched
 	// but whose rewrite would not be a valid reference (left alone).
 	Rewritten, Failed []Rewrite
 	// BreakGlass says the pod asked for break-glass, so nothing was
@@ -80,9 +81,10 @@ type patchOp struct {
 
 // Mutate decodes body, an AdmissionReview of either version, and answers
 // it for the mutating webhook: allowed, with a JSONPatch that rewrites the
-// images the policy's rewrite rules match (see [policy.Policy.Rewrite]) and
-// records the originals in [AnnotationOriginalImages]. Nothing matched:
-// allowed without a patch.
+// images the policy's rewrite rules match, and writes out in full the
+// short names of a rule that requires fully qualified references (see
+// [policy.Policy.Rewrite]), and records the originals in
+// [AnnotationOriginalImages]. Nothing matched: allowed without a patch.
 //
 // The mutating webhook never refuses. A request it cannot read (another
 // kind, an object that does not decode) is allowed unchanged with a
@@ -153,7 +155,7 @@ func mutation(p *policy.Policy, req *admissionv1.AdmissionRequest, objs requestO
 	m.RuleName, m.BreakGlass = plan.RuleName, plan.BreakGlass
 	for i, res := range plan.Results {
 		switch res.Status {
-		case rewrite.StatusRewritten:
+		case rewrite.StatusRewritten, rewrite.StatusQualified:
 			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
 		case rewrite.StatusFailed:
 			m.Failed = append(m.Failed, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
@@ -245,7 +247,18 @@ func mutationWarnings(m *Mutation) []string {
 		add("imagegate did not rewrite images to the mirror: the pod asks for break-glass, which keeps its images as written")
 	}
 	for _, rw := range m.Rewritten {
-		add(fmt.Sprintf("imagegate rewrote %s to %q (mirror rule %s)", describeImage(rw.Image), rw.Result.Rewritten, rw.Result.Mirror))
+		res := rw.Result
+		switch {
+		case res.Status == rewrite.StatusQualified && res.Reason != "":
+			add(fmt.Sprintf("imagegate rewrote %s to %q (rule %q requires fully qualified references); mirror rule %s matches, but %s",
+				describeImage(rw.Image), res.Rewritten, m.RuleName, res.Mirror, res.Reason))
+		case res.Status == rewrite.StatusQualified:
+			add(fmt.Sprintf("imagegate rewrote %s to %q (rule %q requires fully qualified references)", describeImage(rw.Image), res.Rewritten, m.RuleName))
+		case res.Qualified != "":
+			add(fmt.Sprintf("imagegate rewrote %s to %q (qualified as %s, then mirror rule %s)", describeImage(rw.Image), res.Rewritten, res.Qualified, res.Mirror))
+		default:
+			add(fmt.Sprintf("imagegate rewrote %s to %q (mirror rule %s)", describeImage(rw.Image), res.Rewritten, res.Mirror))
+		}
 	}
 	for _, rw := range m.Failed {
 		add(fmt.Sprintf("imagegate did not rewrite %s: rule %s matches, but %s", describeImage(rw.Image), rw.Result.Mirror, rw.Result.Reason))

@@ -97,6 +97,10 @@ func TestMutateLeavesAloneWhatNoRuleMatches(t *testing.T) {
 	t.Parallel()
 	p := mirrorPolicy(t)
 	noMirrors := testPolicy(t, policy.ModeEnforce)
+	qualifyOnly, err := policy.New(policy.Options{RequireFullyQualified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pod := func(images ...string) string {
 		var cs []string
 		for i, img := range images {
@@ -124,6 +128,9 @@ func TestMutateLeavesAloneWhatNoRuleMatches(t *testing.T) {
 		{name: "an UPDATE without an old object rewrites everything", policy: p, body: review("v1", request("", "v1", "Pod", "UPDATE", pod("nginx:1"), "null")), wantRewritten: 1},
 		{name: "an UPDATE keeps the images the old object had", policy: p, body: review("v1", request("", "v1", "Pod", "UPDATE", pod("nginx:1", "nginx:2"), pod("nginx:1"))), wantRewritten: 1},
 		{name: "an UPDATE with an undecodable old object passes with a warning", policy: p, body: review("v1", request("", "v1", "Pod", "UPDATE", pod("nginx:1"), `[]`)), wantWarning: "request.oldObject"},
+		{name: "short names are qualified under --require-fully-qualified without rewrite rules", policy: qualifyOnly,
+			body:          review("v1", request("", "v1", "Pod", "CREATE", pod("nginx:1", "library/busybox:1", "localhost:5000/a:1"), "null")),
+			wantRewritten: 2, wantWarning: `to "docker.io/library/nginx:1" (rule "default" requires fully qualified references)`},
 		{name: "a workload without a template passes", policy: p, body: review("v1", request("apps", "v1", "Deployment", "CREATE", `{"spec":{}}`, "null"))},
 	}
 	for _, tc := range tests {

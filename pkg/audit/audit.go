@@ -56,7 +56,9 @@ type Finding struct {
 	BreakGlassRefused string `json:"breakGlassRefused,omitempty"`
 }
 
-// Rewrite is one image the mutating webhook would rewrite to a mirror.
+// Rewrite is one image the mutating webhook would rewrite: to a mirror,
+// or, under a rule that requires fully qualified references, a short name
+// to its qualified form (and then, maybe, to a mirror).
 type Rewrite struct {
 	Namespace string `json:"namespace"`
 	Kind      string `json:"kind"`
@@ -67,7 +69,10 @@ type Rewrite struct {
 	// the rewrite rule (FROM=TO, normalised).
 	Image     string `json:"image"`
 	Rewritten string `json:"rewritten"`
-	Mirror    string `json:"mirror"`
+	Mirror    string `json:"mirror,omitempty"`
+	// Qualified is the short name Image written out in full, which the
+	// mirror rules saw; empty when Image named its registry.
+	Qualified string `json:"qualified,omitempty"`
 	// RuleName is the policy rule whose rewrites applied.
 	RuleName string `json:"policyRule"`
 	// Fixes are the checks the image as it runs now violates and the
@@ -189,7 +194,7 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 		rw := Rewrite{
 			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
 			Container: img.Container, Source: img.Source, Image: img.Ref, Rewritten: r.Rewritten,
-			Mirror: r.Mirror.String(), RuleName: plan.RuleName,
+			Mirror: r.Mirror.String(), Qualified: r.Qualified, RuleName: plan.RuleName,
 		}
 		for _, v := range before.Violations {
 			if judges(v, img, "") && !slices.ContainsFunc(d.Violations, func(after policy.Violation) bool {
@@ -243,7 +248,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if len(rep.Findings) > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintln(w, "Images the mutating webhook would rewrite to a mirror:")
+		if rep.qualified() > 0 {
+			fmt.Fprintln(w, "Images the mutating webhook would rewrite (short names written out in full, to a mirror):")
+		} else {
+			fmt.Fprintln(w, "Images the mutating webhook would rewrite to a mirror:")
+		}
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAMESPACE\tKIND/NAME\tCONTAINER\tIMAGE\tREWRITTEN\tRULE\tFIXES")
 		for _, r := range rep.Rewrites {
@@ -290,7 +299,21 @@ func (rep *Report) rewriteNote() string {
 			fixed++
 		}
 	}
+	if q := rep.qualified(); q > 0 {
+		return fmt.Sprintf("; %d image(s) rewritten (%d short name(s) written out in full), %d of them fixed by it", len(rep.Rewrites), q, fixed)
+	}
 	return fmt.Sprintf("; %d image(s) rewritten to a mirror, %d of them fixed by it", len(rep.Rewrites), fixed)
+}
+
+// qualified counts the rewrites that write a short name out in full.
+func (rep *Report) qualified() int {
+	n := 0
+	for _, r := range rep.Rewrites {
+		if r.Qualified != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func (rep *Report) skippedNote() string {

@@ -181,6 +181,52 @@ func TestAuditReportsRewritesThatFixNothing(t *testing.T) {
 	}
 }
 
+// Under a rule that requires fully qualified references, the audit shows
+// the short names the mutating webhook would write out, and what that
+// fixes; the images as they run now are refused for it.
+func TestAuditReportsShortNamesTheWebhookWouldQualify(t *testing.T) {
+	t.Parallel()
+	p, err := policy.New(policy.Options{RequireFullyQualified: true, AllowedRegistries: []string{"docker.io", "registry.corp.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := auditFile(t, p, "testdata/pod.json")
+	var rewrites []string
+	for _, r := range rep.Rewrites {
+		rewrites = append(rewrites, fmt.Sprintf("%s %s -> %s qualified %s mirror %q fixes %v remaining %v", r.Container, r.Image, r.Rewritten, r.Qualified, r.Mirror, r.Fixes, r.Remaining))
+	}
+	wantRewrites := []string{
+		`nginx nginx:1.27 -> docker.io/library/nginx:1.27 qualified docker.io/library/nginx:1.27 mirror "" fixes [fully-qualified] remaining []`,
+		`debugger-x7k2 busybox:1.36 -> docker.io/library/busybox:1.36 qualified docker.io/library/busybox:1.36 mirror "" fixes [fully-qualified] remaining []`,
+	}
+	if len(rep.Findings) != 0 || strings.Join(rewrites, "\n") != strings.Join(wantRewrites, "\n") {
+		t.Errorf("findings %+v, rewrites:\n%s\nwant none and:\n%s", rep.Findings, strings.Join(rewrites, "\n"), strings.Join(wantRewrites, "\n"))
+	}
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Images the mutating webhook would rewrite (short names written out in full, to a mirror):\n",
+		"; 2 image(s) rewritten (2 short name(s) written out in full), 2 of them fixed by it\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+	if want, lines := "shop Pod/web-5d8c7b9f6-abcde nginx nginx:1.27 docker.io/library/nginx:1.27 default fully-qualified", strings.Split(b.String(), "\n"); len(lines) < 3 ||
+		strings.Join(strings.Fields(lines[2]), " ") != want {
+		t.Errorf("table's first rewrite row %q, want the fields %q", lines[2], want)
+	}
+	b.Reset()
+	if err := rep.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"qualified": "docker.io/library/nginx:1.27"`; !strings.Contains(b.String(), want) || strings.Contains(b.String(), `"mirror"`) {
+		t.Errorf("JSON lacks %s or has a mirror:\n%s", want, b.String())
+	}
+}
+
 func TestAuditTable(t *testing.T) {
 	t.Parallel()
 	rep := auditFile(t, noRewrites(t), "testdata/cluster.json")

@@ -458,7 +458,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 	want := []string{
 		"--listen", "-p, --port", "--tls-cert-file", "-c, --cert", "--tls-key-file", "-k, --key",
 		"--client-ca-file", "--allowed-client-names", "--metrics-listen", "--log-level", "--log-format", "--registry-whitelist", "--reject-latest",
-		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout", "--registry-mirror",
+		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout", "--registry-mirror", "--require-fully-qualified",
 	}
 	cfg := config.Default()
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
@@ -652,6 +652,15 @@ func TestCheck(t *testing.T) {
 				{policy.OutcomeDenied, "ghcr.io/acme/app:1", `rewritten to mirror.example.com/ghcr/acme/app:1: image "mirror.example.com/ghcr/acme/app:1": registry mirror.example.com is not allowed`},
 				{policy.OutcomeAllowed, "quay.io/prometheus/prometheus:v2", "quay.io/prometheus/prometheus:v2"},
 				{policy.OutcomeAllowed, "registry.my.com/dockerhub/library/nginx:1.25", "registry.my.com/dockerhub/library/nginx:1.25"},
+			},
+		},
+		{
+			name:     "a short name under --require-fully-qualified is judged as the mutating webhook writes it",
+			args:     []string{"check", "--require-fully-qualified", "nginx:1.25", "localhost:5000/app:1"},
+			wantCode: cli.ExitOK,
+			wantLines: []checkLine{
+				{policy.OutcomeAllowed, "nginx:1.25", "rewritten to docker.io/library/nginx:1.25"},
+				{policy.OutcomeAllowed, "localhost:5000/app:1", "localhost:5000/app:1"},
 			},
 		},
 		{

@@ -96,6 +96,21 @@ func TestCheckWithPolicyFile(t *testing.T) {
 			wantStderr: `rewrite docker.io=registry.corp.example.com/dockerhub: rule "default"'s allowedRegistries (docker.io/library) do not cover the mirror`,
 		},
 		{
+			name:     "explain a short name qualified, then mirrored",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--require-fully-qualified", "--explain", "nginx:1.27"},
+			wantCode: 0,
+			wantOut: []string{`image "nginx:1.27"`, "  normalised:         docker.io/library/nginx:1.27", `  rule:               default (namespace "shop" no namespace rule matches) in policy `,
+				"  rewrite:            registry.corp.example.com/dockerhub/library/nginx:1.27 (qualified as docker.io/library/nginx:1.27, then rule docker.io=registry.corp.example.com/dockerhub)",
+				"  fully-qualified:    pass  names registry registry.corp.example.com", "  registry:           pass", "  denied-repository:  pass", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            allowed"},
+		},
+		{
+			name:     "explain a short name no mirror takes",
+			args:     []string{"--config", examplePolicy, "--namespace", "shop", "--require-fully-qualified", "--registry-whitelist", "docker.io/library", "--registry-mirror=", "--explain", "nginx:1.27"},
+			wantCode: 0,
+			wantOut: []string{`image "nginx:1.27"`, "  normalised:", "  rule:", "  rewrite:            docker.io/library/nginx:1.27 (the short name written out)",
+				"  fully-qualified:    pass  names registry docker.io", "  registry:           pass", "  denied-repository:  pass", "  latest-tag:         pass", "  digest-required:    off", "  verdict:            allowed"},
+		},
+		{
 			name:       "lint warnings are printed",
 			args:       []string{"--config", "../policyfile/testdata/lint.yaml", "registry.my.com/app:1"},
 			wantCode:   0,

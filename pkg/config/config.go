@@ -70,6 +70,9 @@ type PolicyConfig struct {
 	RejectLatest bool
 	// AllowBreakGlass honours break-glass annotations (always audited).
 	AllowBreakGlass bool
+	// RequireFullyQualified denies short names such as nginx:1.25, which
+	// CRI-O and Podman resolve through registries.conf.
+	RequireFullyQualified bool
 	// Mode is enforce or warn.
 	Mode string
 	// RegistryMirrors are rewrite rules, FROM=TO, that send images to an
@@ -194,6 +197,8 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 		"allowed registries (host[:port]) and repository paths (host[:port]/path), comma-separated and repeatable; leave it out to allow every registry (given empty, it is an error)")
 	fs.BoolVar(&p.RejectLatest, "reject-latest", p.RejectLatest, "deny images without a tag or digest, or tagged latest")
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
+	fs.BoolVar(&p.RequireFullyQualified, "require-fully-qualified", p.RequireFullyQualified,
+		"deny short names such as nginx:1.25, which CRI-O and Podman resolve through registries.conf: an image must name its registry; the mutating webhook writes them out in full")
 	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
 	fs.StringSliceVar(&p.RegistryMirrors, "registry-mirror", p.RegistryMirrors,
 		"rewrite images to an approved mirror, FROM=TO (e.g. docker.io=registry.my.com/dockerhub): FROM a registry or repository path, TO a registry and path prefix; comma-separated and repeatable; served by the mutating webhook (POST /mutate)")
@@ -227,6 +232,10 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 	if fs.Changed("allow-break-glass") {
 		v := p.AllowBreakGlass
 		o.AllowBreakGlass = &v
+	}
+	if fs.Changed("require-fully-qualified") {
+		v := p.RequireFullyQualified
+		o.RequireFullyQualified = &v
 	}
 	if fs.Changed("mode") {
 		mode := strings.ToLower(strings.TrimSpace(p.Mode))
@@ -294,7 +303,8 @@ func (p PolicyConfig) Options() (policy.Options, error) {
 	if err := p.whitelistError(); err != nil {
 		return policy.Options{}, err
 	}
-	opts := policy.Options{AllowedRegistries: splitValues(p.AllowedRegistries), RejectLatest: p.RejectLatest, AllowBreakGlass: p.AllowBreakGlass}
+	opts := policy.Options{AllowedRegistries: splitValues(p.AllowedRegistries), RejectLatest: p.RejectLatest, AllowBreakGlass: p.AllowBreakGlass,
+		RequireFullyQualified: p.RequireFullyQualified}
 	var errs, entryErrs []error
 	var err error
 	if opts.Mode, err = policy.ParseMode(p.Mode); err != nil {

@@ -333,6 +333,11 @@ func TestOptionsTrimsTheWhitelistAndCarriesThePolicy(t *testing.T) {
 			args: []string{"--mode=WARN"},
 			want: policy.Options{RejectLatest: true, AllowBreakGlass: true, Mode: policy.ModeWarn},
 		},
+		{
+			name: "fully qualified references are required when asked",
+			args: []string{"--require-fully-qualified"},
+			want: policy.Options{RejectLatest: true, AllowBreakGlass: true, Mode: policy.ModeEnforce, RequireFullyQualified: true},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,10 @@ const (
 	// CheckUnreadable means the request could not be read: too large, or
 	// an object imagegate cannot decode (see [Policy.Refuse]).
 	CheckUnreadable Check = "unreadable-request"
+	// CheckFullyQualified means the rule requires references that name
+	// their registry and the image is a short name ("nginx:1.25"), which
+	// CRI-O and Podman resolve through registries.conf, not as Docker Hub.
+	CheckFullyQualified Check = "fully-qualified"
 )
 
 // Checks returns every Rule: the values of the rule label of metrics.
@@ -35,14 +39,18 @@ func Checks() []Check {
 	return []Check{
 		CheckInvalidReference, CheckRegistry, CheckLatestTag, CheckNoImages,
 		CheckDeniedRepository, CheckDigestRequired, CheckTooManyImages, CheckUnreadable,
+		CheckFullyQualified,
 	}
 }
 
 // Overridable reports whether break-glass may override a violation of r.
 // An unparsable reference cannot run anywhere, and an empty or oversized
 // request is not a pod, so overriding those would only hide a broken request.
+// A short name is a real image whose registry the node chooses, a risk of
+// the same kind as a registry outside the whitelist, so it is overridable.
 func (r Check) Overridable() bool {
-	return r == CheckRegistry || r == CheckLatestTag || r == CheckDeniedRepository || r == CheckDigestRequired
+	return r == CheckRegistry || r == CheckLatestTag || r == CheckDeniedRepository || r == CheckDigestRequired ||
+		r == CheckFullyQualified
 }
 
 // aboutImage reports whether a violation of r names an image, even an

@@ -8,8 +8,9 @@ import (
 
 // Step is one check of an [Explanation].
 type Step struct {
-	// Check names the check: "exempt", "registry", "denied-repository",
-	// "latest-tag", "digest-required" or "invalid-reference".
+	// Check names the check: "fully-qualified", "exempt", "registry",
+	// "denied-repository", "latest-tag", "digest-required" or
+	// "invalid-reference".
 	Check string
 	// Result is "pass", "fail" or "off" (the rule does not check this).
 	Result string
@@ -23,8 +24,9 @@ type Explanation struct {
 	Image      string
 	Normalized string // empty when the image does not parse
 	Namespace  string
-	// Rewrite is what the rule's rewrite rules make of the image; nil when
-	// the rule has none. When it is rewritten, the checks and the Decision
+	// Rewrite is what the rule's rewrite rules make of the image, the
+	// qualification of a short name included; nil when the rule has no
+	// rewrite rules and does not require fully qualified references. When it is rewritten, the checks and the Decision
 	// judge the rewritten reference, Judged, as the cluster would after the
 	// mutating webhook.
 	Rewrite *rewrite.Result
@@ -54,7 +56,7 @@ func (p *Policy) Explain(in Input, image string) Explanation {
 	if n, err := reference.ParseNormalizedNamed(image); err == nil {
 		x.Normalized = n.String()
 	}
-	if r.rewriter.Len() > 0 {
+	if r.rewriter.Len() > 0 || r.requireFQ {
 		x.Rewrite, x.RewriteBreakGlass = &plan.Results[0], plan.BreakGlass
 		if x.Rewrite.Changed() {
 			x.Judged = x.Rewrite.Rewritten

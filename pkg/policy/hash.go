@@ -36,6 +36,9 @@ func (p *Policy) computeHash(rules []*rule) string {
 		b.WriteString(strconv.FormatBool(r.rejectLatest))
 		b.WriteString("\nrequire-digest=")
 		b.WriteString(strconv.FormatBool(r.requireDigest))
+		if r.requireFQ { // only when set, so hashes from before it stay the same
+			b.WriteString("\nrequire-fully-qualified=true")
+		}
 		bg := r.breakGlass
 		b.WriteString("\nallow-break-glass=")
 		b.WriteString(strconv.FormatBool(bg.Enabled))

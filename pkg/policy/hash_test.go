@@ -68,6 +68,7 @@ func TestHashCoversEveryRuleField(t *testing.T) {
 		"AllowedRegistries":        func(r *policy.RuleOptions) { r.AllowedRegistries = append(r.AllowedRegistries, "quay.io") },
 		"RejectLatest":             func(r *policy.RuleOptions) { r.RejectLatest = true },
 		"RequireDigest":            func(r *policy.RuleOptions) { r.RequireDigest = true },
+		"RequireFullyQualified":    func(r *policy.RuleOptions) { r.RequireFullyQualified = true },
 		"ExemptImages":             func(r *policy.RuleOptions) { r.ExemptImages = []string{"registry.k8s.io/pause:3.10"} },
 		"DeniedRepositories":       func(r *policy.RuleOptions) { r.DeniedRepositories = []string{"registry.my.com/legacy"} },
 		"Mode":                     func(r *policy.RuleOptions) { r.Mode = policy.ModeWarn },

@@ -57,6 +57,9 @@ type Options struct {
 	// Rewrites rewrite images to an approved mirror
 	// (--registry-mirror FROM=TO); see [RuleOptions.Rewrites].
 	Rewrites []rewrite.Rule
+	// RequireFullyQualified denies short names (--require-fully-qualified);
+	// see [RuleOptions.RequireFullyQualified].
+	RequireFullyQualified bool
 }
 
 // Rule returns the options as a default rule.
@@ -68,6 +71,8 @@ func (o Options) Rule() RuleOptions {
 		Mode:              o.Mode,
 		BreakGlass:        BreakGlassOptions{Enabled: o.AllowBreakGlass},
 		Rewrites:          o.Rewrites,
+
+		RequireFullyQualified: o.RequireFullyQualified,
 	}
 }
 
@@ -251,6 +256,22 @@ func (r *rule) checkImage(vs []Violation, img Image, t *trace) []Violation {
 			Message: fmt.Sprintf("not a valid image reference (%v); write it as [registry[:port]/]repository[:tag][@digest], repository in lower case", err),
 		})
 	}
+	normalized := named.String()
+	// Checked as written, before exemptions: a short name has no registry
+	// an exemption could name. Explained only when on, as it is rarely.
+	if r.requireFQ && !FullyQualified(img.Ref) {
+		msg := fmt.Sprintf("rule %q requires the registry to be written out, as the node resolves a short name (CRI-O and Podman through registries.conf); write %s",
+			r.name, normalized)
+		if !FullyQualified(normalized) {
+			msg = fmt.Sprintf("rule %q requires the registry to be written out, and the first component is no registry host; name one (with a '.' or ':', or localhost)", r.name)
+		}
+		vs = append(vs, Violation{
+			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Check: CheckFullyQualified, Message: msg,
+		})
+		t.record(CheckFullyQualified, stepFail, msg)
+	} else if r.requireFQ {
+		t.record(CheckFullyQualified, stepPass, "names registry "+reference.Domain(named))
+	}
 	domain, path := reference.Domain(named), reference.Path(named)
 	if e, ok := r.exemption(named, domain, path); ok {
 		if t != nil {
@@ -258,7 +279,6 @@ func (r *rule) checkImage(vs []Violation, img Image, t *trace) []Violation {
 		}
 		return vs
 	}
-	normalized := named.String()
 	add := func(rule Check, msg string) {
 		vs = append(vs, Violation{
 			Container: img.Container, Source: img.Source, Image: img.Ref, Normalized: normalized, Check: rule, Message: msg,
@@ -379,6 +399,16 @@ func latestProblem(named reference.Named) string {
 		return fmt.Sprintf(`tag %q is mutable; pin a version tag or a digest (@sha256:...)`, tagged.Tag())
 	}
 	return ""
+}
+
+// FullyQualified reports whether image, as written, names its registry:
+// its first path component is a host, as distribution/reference reads one
+// (it has a '.' or a ':', or is "localhost"). "nginx:1.25" and
+// "library/nginx" do not; "docker.io/nginx" and "localhost:5000/x" do.
+// It does not validate the rest of the reference.
+func FullyQualified(image string) bool {
+	first, _, ok := strings.Cut(image, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
 }
 
 // Normalize returns the fully qualified form of an image reference, as the

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/distribution/reference"
+
 	"github.com/imagegate/imagegate/pkg/rewrite"
 )
 
@@ -37,20 +39,25 @@ func (rp *RewritePlan) Changed() bool {
 	return false
 }
 
-// HasRewrites reports whether any rule of the policy rewrites images, so
-// the mutating webhook can answer at once when none does.
+// HasRewrites reports whether any rule of the policy rewrites images, to a
+// mirror or to the qualified form of a short name, so the mutating webhook
+// can answer at once when none does.
 func (p *Policy) HasRewrites() bool { return p.rewrites }
 
 // Rewrite applies the rewrite rules of the rule that judges in.Namespace
 // to every image of in. A pod whose annotations ask for break-glass that
 // the rule would honour for in (its user, groups and time included) is
 // not rewritten (see [RewritePlan.BreakGlass]).
+// Under a rule that requires fully qualified references, a short name is
+// first written out in full (status qualified: "nginx:1.25" is
+// "docker.io/library/nginx:1.25", as Docker and containerd read it), and
+// the rewrite rules then see that, so a mirror of docker.io applies.
 // Images the rules do not match, and images that do not parse, are left
 // alone: the policy judges them as they are.
 func (p *Policy) Rewrite(in Input) RewritePlan {
 	r, _ := p.ruleFor(in.Namespace)
 	plan := RewritePlan{RuleName: r.name, Results: make([]rewrite.Result, len(in.Images))}
-	if r.rewriter.Len() > 0 && r.breakGlass.Enabled {
+	if (r.rewriter.Len() > 0 || r.requireFQ) && r.breakGlass.Enabled {
 		bg := ParseBreakGlass(in.Annotations)
 		plan.BreakGlass = bg.Requested && r.breakGlassRefusal(bg, in) == ""
 	}
@@ -59,9 +66,30 @@ func (p *Policy) Rewrite(in Input) RewritePlan {
 			plan.Results[i] = rewrite.Result{Image: img.Ref, Status: rewrite.StatusNoMatch}
 			continue
 		}
-		plan.Results[i] = r.rewriter.Rewrite(img.Ref)
+		plan.Results[i] = r.rewrite(img.Ref)
 	}
 	return plan
+}
+
+// rewrite qualifies ref when the rule requires it, then applies the
+// rule's rewrite rules.
+func (r *rule) rewrite(ref string) rewrite.Result {
+	if !r.requireFQ || FullyQualified(ref) {
+		return r.rewriter.Rewrite(ref)
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	// "Team/app" parses with "Team" as its registry, yet is no host
+	// FullyQualified accepts: leave it to be refused.
+	if err != nil || !FullyQualified(named.String()) {
+		return r.rewriter.Rewrite(ref)
+	}
+	q := named.String()
+	res := r.rewriter.Rewrite(q)
+	res.Image, res.Qualified = ref, q
+	if res.Status != rewrite.StatusRewritten {
+		res.Status, res.Rewritten = rewrite.StatusQualified, q
+	}
+	return res
 }
 
 // compileRewrites compiles the rule's rewrites, reporting invalid ones

@@ -33,6 +33,14 @@ type RuleOptions struct {
 	RejectLatest bool
 	// RequireDigest denies images not pinned by a digest.
 	RequireDigest bool
+	// RequireFullyQualified denies short names, images whose first path
+	// component is not a registry host ("nginx:1.25", "library/nginx"):
+	// CRI-O and Podman resolve those through registries.conf, so what is
+	// judged as docker.io may be pulled from elsewhere. The mutating
+	// webhook writes such images out in full first (see [Policy.Rewrite]).
+	// An exemption does not waive it: a short name has no registry for an
+	// exemption to name.
+	RequireFullyQualified bool
 	// ExemptImages are images no check applies to (but they must parse):
 	// exact references with a tag or digest ("registry.k8s.io/pause:3.10"),
 	// or repository entries as in AllowedRegistries ("registry.k8s.io/pause").
@@ -140,6 +148,7 @@ type rule struct {
 	allowedList   string // whitelist rendered once for messages
 	rejectLatest  bool
 	requireDigest bool
+	requireFQ     bool     // RequireFullyQualified
 	exemptRefs    []string // canonical references
 	exemptRepos   []RegistryEntry
 	denied        []RegistryEntry
@@ -282,6 +291,7 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		name:          ro.Name,
 		rejectLatest:  ro.RejectLatest,
 		requireDigest: ro.RequireDigest,
+		requireFQ:     ro.RequireFullyQualified,
 		mode:          ro.Mode,
 		breakGlass:    ro.BreakGlass,
 	}
@@ -364,6 +374,7 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 	slices.Sort(r.exemptRefs)
 	r.exemptRefs = slices.Compact(r.exemptRefs)
 	p.compileRewrites(r, ro, path, errs, warn)
+	p.rewrites = p.rewrites || r.requireFQ
 	bg := ro.BreakGlass
 	if bg.MaxAge < 0 {
 		*errs = append(*errs, &FieldError{Path: path + ".breakGlass.maxAge", Err: fmt.Errorf("maxAge %s must not be negative", bg.MaxAge)})

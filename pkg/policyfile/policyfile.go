@@ -61,13 +61,16 @@ type File struct {
 // given to [Parse] (imagegate's: rejectLatest true, breakGlass enabled,
 // mode enforce).
 type Rule struct {
-	AllowedRegistries  *[]string   `yaml:"allowedRegistries"`
-	RejectLatest       *bool       `yaml:"rejectLatest"`
-	RequireDigest      *bool       `yaml:"requireDigest"`
-	ExemptImages       *[]string   `yaml:"exemptImages"`
-	DeniedRepositories *[]string   `yaml:"deniedRepositories"`
-	Mode               *string     `yaml:"mode"`
-	BreakGlass         *BreakGlass `yaml:"breakGlass"`
+	AllowedRegistries *[]string `yaml:"allowedRegistries"`
+	RejectLatest      *bool     `yaml:"rejectLatest"`
+	RequireDigest     *bool     `yaml:"requireDigest"`
+	// RequireFullyQualified denies short names ("nginx:1.25"), which the
+	// mutating webhook writes out in full (docker.io/library/nginx:1.25).
+	RequireFullyQualified *bool       `yaml:"requireFullyQualified"`
+	ExemptImages          *[]string   `yaml:"exemptImages"`
+	DeniedRepositories    *[]string   `yaml:"deniedRepositories"`
+	Mode                  *string     `yaml:"mode"`
+	BreakGlass            *BreakGlass `yaml:"breakGlass"`
 	// Rewrites send images to an approved mirror before they are judged
 	// (the mutating webhook). A namespace rule that sets it replaces the
 	// default rule's list; an empty list turns rewriting off.
@@ -102,11 +105,12 @@ type BreakGlass struct {
 // the environment). Each non-nil field replaces the file's default-rule
 // field, and so reaches every namespace rule that inherits it.
 type Overrides struct {
-	AllowedRegistries *[]string       // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
-	RejectLatest      *bool           // --reject-latest
-	AllowBreakGlass   *bool           // --allow-break-glass
-	Mode              *string         // --mode
-	Rewrites          *[]rewrite.Rule // --registry-mirror
+	AllowedRegistries     *[]string       // --registry-whitelist, BOUNCER_REGISTRY_WHITELIST
+	RejectLatest          *bool           // --reject-latest
+	AllowBreakGlass       *bool           // --allow-break-glass
+	RequireFullyQualified *bool           // --require-fully-qualified
+	Mode                  *string         // --mode
+	Rewrites              *[]rewrite.Rule // --registry-mirror
 }
 
 // Loaded is a compiled policy file.
@@ -232,6 +236,9 @@ func (f *File) spec(base policy.RuleOptions, o Overrides, fail func(path string,
 	if o.AllowBreakGlass != nil {
 		def.BreakGlass.Enabled = *o.AllowBreakGlass
 	}
+	if o.RequireFullyQualified != nil {
+		def.RequireFullyQualified = *o.RequireFullyQualified
+	}
 	if o.Mode != nil {
 		def.Mode = policy.Mode(*o.Mode)
 	}
@@ -256,6 +263,7 @@ func (r Rule) apply(base policy.RuleOptions, path string, fail func(string, erro
 	setList(&out.DeniedRepositories, r.DeniedRepositories)
 	set(&out.RejectLatest, r.RejectLatest)
 	set(&out.RequireDigest, r.RequireDigest)
+	set(&out.RequireFullyQualified, r.RequireFullyQualified)
 	if r.Mode != nil {
 		out.Mode = policy.Mode(*r.Mode)
 	}

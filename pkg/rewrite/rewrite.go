@@ -67,8 +67,14 @@ type Mirror struct {
 }
 
 // String returns the rule with both sides normalised,
-// "docker.io=registry.my.com/dockerhub".
-func (m Mirror) String() string { return m.From.String() + "=" + m.To.String() }
+// "docker.io=registry.my.com/dockerhub"; "" for a nil *Mirror (a
+// [Result] that only qualified a short name has no mirror).
+func (m *Mirror) String() string {
+	if m == nil {
+		return ""
+	}
+	return m.From.String() + "=" + m.To.String()
+}
 
 // RuleError is an invalid rule. Field is "from" or "to" when one side is
 // at fault, empty otherwise; Index is the rule's position in the list
@@ -194,6 +200,12 @@ const (
 	// StatusFailed means a rule matched, but the rewritten reference would not
 	// be valid (Result.Reason says why), so the image is left alone.
 	StatusFailed Status = "failed"
+	// StatusQualified means the image is a short name that a policy
+	// requiring fully qualified references wrote out in full
+	// (Result.Rewritten, e.g. docker.io/library/nginx:1.25), and no mirror
+	// took it further: none matched, it is already under one (Mirror), or
+	// the mirror's result would not be valid (Mirror and Reason).
+	StatusQualified Status = "qualified"
 )
 
 // Result is what the rules make of one image.
@@ -201,8 +213,13 @@ type Result struct {
 	// Image is the reference as given.
 	Image  string
 	Status Status
-	// Rewritten is the mirrored reference, with StatusRewritten only.
+	// Rewritten is the mirrored reference, with StatusRewritten, or the
+	// qualified one, with StatusQualified.
 	Rewritten string
+	// Qualified is the short name Image written out in full, which the
+	// rules were applied to, when the policy qualifies short names (see
+	// StatusQualified); empty otherwise.
+	Qualified string
 	// Mirror is the rule that matched (StatusRewritten, StatusFailed) or
 	// whose TO already holds the image (StatusMirrored).
 	Mirror *Mirror
@@ -211,14 +228,26 @@ type Result struct {
 	Reason string
 }
 
-// Changed reports whether the image was rewritten.
-func (r Result) Changed() bool { return r.Status == StatusRewritten }
+// Changed reports whether the image was rewritten, to a mirror or to its
+// qualified form.
+func (r Result) Changed() bool { return r.Status == StatusRewritten || r.Status == StatusQualified }
 
 // Describe says in a few words what happened, for explanations and logs.
 func (r Result) Describe() string {
 	switch r.Status {
 	case StatusRewritten:
+		if r.Qualified != "" {
+			return fmt.Sprintf("%s (qualified as %s, then rule %s)", r.Rewritten, r.Qualified, r.Mirror)
+		}
 		return fmt.Sprintf("%s (rule %s)", r.Rewritten, r.Mirror)
+	case StatusQualified:
+		switch {
+		case r.Reason != "":
+			return fmt.Sprintf("%s (the short name written out; rule %s matches, but %s)", r.Rewritten, r.Mirror, r.Reason)
+		case r.Mirror != nil:
+			return fmt.Sprintf("%s (the short name written out; already under the mirror %s)", r.Rewritten, r.Mirror.To)
+		}
+		return r.Rewritten + " (the short name written out)"
 	case StatusMirrored:
 		return fmt.Sprintf("none: already under the mirror %s (rule %s)", r.Mirror.To, r.Mirror)
 	case StatusInvalid:

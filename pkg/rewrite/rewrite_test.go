@@ -274,3 +274,40 @@ func TestDuplicateRuleIsKeptOnce(t *testing.T) {
 		t.Errorf("Len() = %d, want 1", rw.Len())
 	}
 }
+
+// A qualified result counts as a change and says what happened, with or
+// without a mirror; a nil mirror renders as nothing rather than panicking.
+func TestQualifiedResultsDescribeThemselves(t *testing.T) {
+	t.Parallel()
+	compiled, err := rewrite.Compile(rewrite.Rule{From: "docker.io", To: "registry.my.com/hub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &compiled
+	tests := []struct {
+		name string
+		res  rewrite.Result
+		want string
+	}{
+		{name: "qualified only", res: rewrite.Result{Status: rewrite.StatusQualified, Rewritten: "docker.io/library/nginx:1", Qualified: "docker.io/library/nginx:1"},
+			want: "docker.io/library/nginx:1 (the short name written out)"},
+		{name: "qualified, then mirrored", res: rewrite.Result{Status: rewrite.StatusRewritten, Rewritten: "registry.my.com/hub/library/nginx:1", Qualified: "docker.io/library/nginx:1", Mirror: m},
+			want: "registry.my.com/hub/library/nginx:1 (qualified as docker.io/library/nginx:1, then rule docker.io=registry.my.com/hub)"},
+		{name: "qualified, the mirror failed", res: rewrite.Result{Status: rewrite.StatusQualified, Rewritten: "docker.io/library/nginx:1", Qualified: "docker.io/library/nginx:1", Mirror: m, Reason: "too long"},
+			want: "docker.io/library/nginx:1 (the short name written out; rule docker.io=registry.my.com/hub matches, but too long)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if !tc.res.Changed() {
+				t.Error("got Changed false, want true")
+			}
+			if got := tc.res.Describe(); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := (*rewrite.Mirror)(nil).String(); got != "" {
+		t.Errorf("got nil mirror %q, want \"\"", got)
+	}
+}

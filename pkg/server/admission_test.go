@@ -60,6 +60,7 @@ func TestAdmissionReviewGolden(t *testing.T) {
 	t.Parallel()
 	enforce := newFixture(t, testPolicy, nil).srv.Handler()
 	warn := newFixture(t, warnPolicy, nil).srv.Handler()
+	fq := newFixture(t, fullyQualifiedPolicy, nil).srv.Handler()
 	requests, _ := filepath.Glob("testdata/admission/*.request.json")
 	examples, _ := filepath.Glob("../../examples/admission/*.json")
 	if len(requests) < 40 || len(examples) < 4 {
@@ -78,8 +79,11 @@ func TestAdmissionReviewGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			h := enforce
-			if strings.HasPrefix(name, "warn-mode-") {
+			switch {
+			case strings.HasPrefix(name, "warn-mode-"):
 				h = warn
+			case strings.Contains(name, "-require-fully-qualified"):
+				h = fq
 			}
 			rec := post(h, server.PathValidate+"?timeout=5s", "application/json", body)
 			if rec.Code != http.StatusOK {

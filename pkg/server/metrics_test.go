@@ -112,6 +112,7 @@ imagegate_reviews_total{decision="warned",endpoint="validate"} 1
 # TYPE imagegate_violations_total counter
 imagegate_violations_total{endpoint="image-policy",rule="denied-repository"} 0
 imagegate_violations_total{endpoint="image-policy",rule="digest-required"} 0
+imagegate_violations_total{endpoint="image-policy",rule="fully-qualified"} 0
 imagegate_violations_total{endpoint="image-policy",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="image-policy",rule="latest-tag"} 1
 imagegate_violations_total{endpoint="image-policy",rule="no-images"} 0
@@ -120,6 +121,7 @@ imagegate_violations_total{endpoint="image-policy",rule="too-many-images"} 0
 imagegate_violations_total{endpoint="image-policy",rule="unreadable-request"} 0
 imagegate_violations_total{endpoint="validate",rule="denied-repository"} 0
 imagegate_violations_total{endpoint="validate",rule="digest-required"} 0
+imagegate_violations_total{endpoint="validate",rule="fully-qualified"} 0
 imagegate_violations_total{endpoint="validate",rule="invalid-reference"} 0
 imagegate_violations_total{endpoint="validate",rule="latest-tag"} 2
 imagegate_violations_total{endpoint="validate",rule="no-images"} 0

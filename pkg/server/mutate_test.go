@@ -13,20 +13,39 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	"github.com/imagegate/imagegate/pkg/admission"
+	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
 )
 
 // mutateFixture serves testdata/mutate/policy.yaml, the policy every
-// request under testdata/mutate is answered with.
-func mutateFixture(t *testing.T) *fixture {
+// request under testdata/mutate is answered with, but those named
+// *-require-fully-qualified (see mutateHandler).
+func mutateFixture(t *testing.T) *fixture { return mutateFixtureFile(t, "testdata/mutate/policy.yaml") }
+
+func mutateFixtureFile(t *testing.T, path string) *fixture {
 	t.Helper()
 	f := newFixture(t, testPolicy, nil)
-	p, warnings := compileFile(t, "testdata/mutate/policy.yaml")
+	p, warnings := compileFile(t, path)
 	if len(warnings) > 0 {
-		t.Fatalf("testdata/mutate/policy.yaml has warnings: %v", warnings)
+		t.Fatalf("%s has warnings: %v", path, warnings)
 	}
 	f.active.Store(p)
 	return f
+}
+
+// mutateHandlers returns a function that picks the handler for a golden
+// request: testdata/mutate/policy-require-fully-qualified.yaml's for the
+// requests named *-require-fully-qualified*, policy.yaml's for the others.
+func mutateHandlers(t *testing.T) func(reqFile string) http.Handler {
+	t.Helper()
+	h := mutateFixture(t).srv.Handler()
+	fq := mutateFixtureFile(t, "testdata/mutate/policy-require-fully-qualified.yaml").srv.Handler()
+	return func(reqFile string) http.Handler {
+		if strings.Contains(reqFile, "-require-fully-qualified") {
+			return fq
+		}
+		return h
+	}
 }
 
 // mutateReply is the part of a mutate reply the tests read.
@@ -66,7 +85,7 @@ type patchOp struct {
 // regenerate on purpose, then review the diff.
 func TestMutateGolden(t *testing.T) {
 	t.Parallel()
-	h := mutateFixture(t).srv.Handler()
+	handler := mutateHandlers(t)
 	requests, _ := filepath.Glob("testdata/mutate/*.request.json")
 	if len(requests) < 25 {
 		t.Fatalf("found %d golden requests, want the full set", len(requests))
@@ -79,7 +98,7 @@ func TestMutateGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := post(h, server.PathMutate+"?timeout=5s", "application/json", body)
+			rec := post(handler(reqFile), server.PathMutate+"?timeout=5s", "application/json", body)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d, want 200: %s", rec.Code, rec.Body)
 			}
@@ -126,7 +145,7 @@ func TestMutateGolden(t *testing.T) {
 // reinvocation, patches nothing.
 func TestMutatePatchesApplyAndPassValidation(t *testing.T) {
 	t.Parallel()
-	h := mutateFixture(t).srv.Handler()
+	handler := mutateHandlers(t)
 	requests, _ := filepath.Glob("testdata/mutate/mutated-*.request.json")
 	if len(requests) < 15 {
 		t.Fatalf("found %d mutated-* requests, want the full set", len(requests))
@@ -134,6 +153,7 @@ func TestMutatePatchesApplyAndPassValidation(t *testing.T) {
 	for _, reqFile := range requests {
 		t.Run(filepath.Base(reqFile), func(t *testing.T) {
 			t.Parallel()
+			h := handler(reqFile)
 			body, err := os.ReadFile(reqFile)
 			if err != nil {
 				t.Fatal(err)
@@ -172,8 +192,9 @@ func TestMutatePatchesApplyAndPassValidation(t *testing.T) {
 					if err := json.Unmarshal(op.Value, &after); err != nil {
 						t.Fatalf("%s: value %s is not a string", op.Path, op.Value)
 					}
-					if !strings.HasPrefix(after, "registry.my.com/") || after == before {
-						t.Errorf("%s: %q replaced by %q, want its mirror", op.Path, before, after)
+					qualified, _ := policy.Normalize(before)
+					if !strings.HasPrefix(after, "registry.my.com/") && after != qualified || after == before {
+						t.Errorf("%s: %q replaced by %q, want its mirror or its qualified form", op.Path, before, after)
 					}
 					originals = append(originals, before)
 				case op.Op == "add" && strings.Contains(op.Path, "/metadata"):

@@ -33,6 +33,11 @@ var update = flag.Bool("update", false, "rewrite the golden response files from 
 // the README's quick start.
 var testPolicy = policy.Options{AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true}
 
+// fullyQualifiedPolicy also allows Docker Hub, but only written out in
+// full; golden requests named *-require-fully-qualified are judged under it.
+var fullyQualifiedPolicy = policy.Options{AllowedRegistries: []string{"registry.my.com", "docker.io"}, RejectLatest: true, AllowBreakGlass: true,
+	RequireFullyQualified: true}
+
 type fixture struct {
 	srv    *server.Server
 	rec    *metrics.Recorder
@@ -136,6 +141,7 @@ func post(h http.Handler, path, contentType string, body []byte) *httptest.Respo
 func TestImageReviewGolden(t *testing.T) {
 	t.Parallel()
 	h := newFixture(t, testPolicy, nil).srv.Handler()
+	fq := newFixture(t, fullyQualifiedPolicy, nil).srv.Handler()
 	requests, _ := filepath.Glob("testdata/imagereview/*.request.json")
 	examples, _ := filepath.Glob("../../examples/imagereview/*.json")
 	if len(requests) < 10 || len(examples) < 3 {
@@ -151,6 +157,10 @@ func TestImageReviewGolden(t *testing.T) {
 			body, err := os.ReadFile(reqFile)
 			if err != nil {
 				t.Fatal(err)
+			}
+			h := h
+			if strings.Contains(reqFile, "-require-fully-qualified") {
+				h = fq
 			}
 			rec := post(h, server.PathImagePolicy+"?timeout=30s", "application/json", body)
 			if rec.Code != http.StatusOK {
