@@ -76,17 +76,14 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 	}
 	for _, rw := range m.Rewritten {
 		s.log.Info("image rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
-			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "mirror", rw.Result.Mirror.String())...)
+			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "qualified", rw.Result.Qualified, "mirror", rw.Result.Mirror.String())...)
 	}
 	for _, rw := range m.Failed {
 		s.log.Info("image not rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
 	}
 	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
-		images := make([]string, len(m.Input.Images))
-		for i, img := range m.Input.Images {
-			images[i] = img.Ref
-		}
+		images := capped(len(m.Input.Images), func(i int) string { return m.Input.Images[i].Ref })
 		s.log.Debug("nothing to rewrite", append(base, "images", images, "breakGlass", m.BreakGlass)...)
 	}
 }
