@@ -34,7 +34,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXAMPLES="$ROOT/examples/apiserver"
 REGISTRY=registry.my.com
-SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook image_volume)
+SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook image_volume controllers)
 
 source "$ROOT/hack/e2e/lib.sh"
 source "$ROOT/hack/e2e/controlplane.sh"
@@ -45,6 +45,7 @@ source "$ROOT/hack/e2e/policy-reload.sh"
 source "$ROOT/hack/e2e/cert-rotation.sh"
 source "$ROOT/hack/e2e/mutating-webhook.sh"
 source "$ROOT/hack/e2e/image-volume.sh"
+source "$ROOT/hack/e2e/controllers.sh"
 
 TIMINGS= # "what Ns, " for the summary
 BG_PIDS=() # background jobs (cert_rotation's request streams), for the cleanup
@@ -66,6 +67,7 @@ cleanup() {
 	# Order matters: imagegate, then the apiservers, then etcd. An apiserver
 	# that loses etcd first hangs on to its port for a while.
 	stop_all imagegate
+	stop kube-controller-manager
 	stop_all kube-apiserver
 	stop etcd
 	if [[ -n ${WORK-} ]]; then

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what hack/e2e.sh needs to run a real control plane on this machine,
-# and prints the directory holding kube-apiserver and kubectl on stdout (all
+# and prints the directory holding the Kubernetes binaries on stdout (all
 # progress goes to stderr, so callers can do BIN=$(hack/install-e2e-tools.sh)).
 #
 #   - etcd, curl, openssl, jq: Debian packages, installed with apt-get only when
 #     the command is missing (CI starts on a fresh Debian machine with Go).
-#   - kube-apiserver and kubectl $K8S_VERSION: built with "go build" from the
-#     tools module in hack/tools (k8s.io/kubernetes cannot be "go install"ed
-#     directly, see hack/tools/go.mod) into
+#   - kube-apiserver, kube-controller-manager and kubectl $K8S_VERSION: built
+#     with "go build" from the tools module in hack/tools (k8s.io/kubernetes
+#     cannot be "go install"ed directly, see hack/tools/go.mod) into
 #     $IMAGEGATE_CACHE_DIR/k8s-$K8S_VERSION/bin, and only when a working binary
 #     of that version is not there already. A cold build takes ~10 minutes on
 #     2 cores; with Go's build cache warm it takes seconds.
@@ -80,7 +80,7 @@ binary_ok() {
 	local bin="$BIN_DIR/$1" out
 	[[ -x $bin ]] || return 1
 	case $1 in
-	kube-apiserver) out=$("$bin" --version 2>/dev/null) || return 1 ;;
+	kube-apiserver | kube-controller-manager) out=$("$bin" --version 2>/dev/null) || return 1 ;;
 	kubectl) out=$("$bin" version --client 2>/dev/null) || return 1 ;;
 	esac
 	[[ $out == *"$K8S_VERSION"* ]]
@@ -128,6 +128,7 @@ main() {
 	}
 	ensure_debian_tools
 	build_k8s kube-apiserver
+	build_k8s kube-controller-manager
 	build_k8s kubectl
 	log "all tools ready in $((SECONDS - start))s"
 	echo "$BIN_DIR"

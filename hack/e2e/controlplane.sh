@@ -159,6 +159,34 @@ restart_imagegate() {
 		die "imagegate: its port $IMAGEGATE_PORT was taken while it was down"
 }
 
+# start_controller_manager [CONTROLLER...]: kube-controller-manager against
+# the main apiserver ($KUBECONFIG, as the e2e admin), running only the
+# CONTROLLERs (default: the Job, ReplicaSet and Deployment controllers; no
+# token controllers, so it needs no service-account key), with its health
+# endpoint on a free loopback port. For the scenarios that need the real
+# controllers; no kubelet runs, so a scenario sets pod phases itself
+# through pods/NAME/status, which ImagePolicyWebhook does not review. Stop it
+# with "stop kube-controller-manager" (the cleanup does too).
+start_controller_manager() {
+	local controllers
+	(($#)) || set -- job-controller replicaset-controller deployment-controller
+	controllers=$(printf '%s,' "$@")
+	free_port KCM_PORT
+	on_free_ports KCM_PORT -- start_kcm "${controllers%,}"
+}
+
+# start_kcm CONTROLLERS: start_controller_manager's start, on KCM_PORT.
+start_kcm() {
+	start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+		--kubeconfig="$KUBECONFIG" --leader-elect=false --controllers="$1" \
+		--bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$WORK/kcm-certs" --v=2
+	wait_for "kube-controller-manager /healthz" 60 "${PIDS[kube-controller-manager]}" \
+		curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz" || {
+		stop kube-controller-manager
+		return 2
+	}
+}
+
 # start_control_plane: the run's certificates, etcd, the main imagegate on
 # IMAGEGATE_PORT, and the main kube-apiserver on APISERVER_PORT, which calls
 # it through ImagePolicyWebhook and writes the audit log $AUDIT_LOG. Exports

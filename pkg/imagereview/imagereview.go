@@ -68,16 +68,19 @@ func checkType(review *v1alpha1.ImageReview) (*v1alpha1.ImageReview, error) {
 }
 
 // Input converts a review's spec to the policy's input. ImageReviews carry no
-// container names, only images, in pod order.
+// container names, only images, in pod order, and no operation: the
+// apiserver sends one for every pod UPDATE as for a CREATE, so a passed
+// break-glass expiry must not refuse it (see policy.Input.OperationUnknown).
 func Input(review *v1alpha1.ImageReview) policy.Input {
 	images := make([]policy.Image, len(review.Spec.Containers))
 	for i, c := range review.Spec.Containers {
 		images[i] = policy.Image{Ref: c.Image}
 	}
 	return policy.Input{
-		Namespace:   review.Spec.Namespace,
-		Images:      images,
-		Annotations: review.Spec.Annotations,
+		Namespace:        review.Spec.Namespace,
+		Images:           images,
+		Annotations:      review.Spec.Annotations,
+		OperationUnknown: true,
 	}
 }
 

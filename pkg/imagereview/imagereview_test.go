@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/distribution/reference"
 	"k8s.io/api/imagepolicy/v1alpha1"
@@ -73,6 +74,48 @@ func TestReviewCarriesNamespaceAnnotationsAndOrder(t *testing.T) {
 	}
 	if resp.APIVersion != imagereview.APIVersion || resp.Kind != imagereview.Kind {
 		t.Errorf("reply type %s/%s, want %s/%s", resp.APIVersion, resp.Kind, imagereview.APIVersion, imagereview.Kind)
+	}
+}
+
+// TestReviewCannotBreakARunningPodByExpiring: an ImageReview may be an
+// update of a pod admitted before its break-glass expiry passed, so a passed
+// expiry is honoured; the refusals an admitted pod cannot newly earn hold.
+func TestReviewCannotBreakARunningPodByExpiring(t *testing.T) {
+	t.Parallel()
+	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{AllowedRegistries: []string{"registry.my.com"},
+		BreakGlass: policy.BreakGlassOptions{Enabled: true, MaxAge: 4 * time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, expires string // "" for no expiry annotation
+		wantRefusal   string // substring; "" for break-glass
+	}{
+		{name: "a passed expiry is honoured", expires: "2000-01-01T00:00:00Z"},
+		{name: "an expiry within maxAge is honoured", expires: time.Now().Add(time.Hour).UTC().Format(time.RFC3339)},
+		{name: "a missing expiry is refused", wantRefusal: "requires an expiry"},
+		{name: "a malformed expiry is refused", expires: "tomorrow", wantRefusal: "not an RFC 3339 time"},
+		{name: "an expiry beyond maxAge is refused", expires: "2999-01-01T00:00:00Z", wantRefusal: "more than 4h0m0s ahead"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			annotations := `"ops.image-policy.k8s.io/break-glass":"true"`
+			if tc.expires != "" {
+				annotations += `,"ops.image-policy.k8s.io/expires":"` + tc.expires + `"`
+			}
+			body := `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"nginx:1.25"}],"namespace":"default","annotations":{` + annotations + `}}}`
+			in, d, resp, err := imagereview.Review(p, []byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !in.OperationUnknown {
+				t.Error("got an Input whose operation is known, want OperationUnknown: an ImageReview does not say")
+			}
+			if wantAllowed := tc.wantRefusal == ""; resp.Status.Allowed != wantAllowed || !strings.Contains(d.BreakGlassRefused, tc.wantRefusal) {
+				t.Errorf("got allowed %v, refusal %q; want allowed %v, refusal containing %q", resp.Status.Allowed, d.BreakGlassRefused, wantAllowed, tc.wantRefusal)
+			}
+		})
 	}
 }
 

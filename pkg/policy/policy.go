@@ -149,6 +149,16 @@ type Input struct {
 	// Time is when the request is judged, for break-glass expiry; zero
 	// means now.
 	Time time.Time
+	// OperationUnknown says the wire format cannot tell a new pod from an
+	// update of a running one: an ImageReview, which ImagePolicyWebhook
+	// sends for every pod UPDATE as for a CREATE. A break-glass expiry
+	// that has passed is then not refused, because passing is the one
+	// refusal that can newly befall an admitted pod, and it would block
+	// its updates (controllers' finalizer removals included) though
+	// nobody changed anything. Missing, malformed and too distant
+	// expiries are still refused. Where the operation is known
+	// (/validate), an expired break-glass refuses new pods and new images.
+	OperationUnknown bool
 }
 
 // Evaluate judges every image of in under the rule for in.Namespace and

@@ -77,7 +77,8 @@ type BreakGlassOptions struct {
 	AllowedGroups []string
 	// MaxAge, when set, requires an expiry annotation
 	// (<prefix>.image-policy.k8s.io/expires: RFC 3339 time) no further
-	// than MaxAge ahead. An expired annotation is refused whatever MaxAge.
+	// than MaxAge ahead. An expired annotation is refused whatever MaxAge,
+	// except where the operation is unknown (see [Input.OperationUnknown]).
 	MaxAge time.Duration
 }
 
@@ -518,7 +519,7 @@ func (r *rule) breakGlassRefusal(bg BreakGlass, in Input) string {
 		switch {
 		case err != nil:
 			return fmt.Sprintf("expiry %q is not an RFC 3339 time such as 2025-01-31T18:00:00Z", raw)
-		case !exp.After(now):
+		case !exp.After(now) && !in.OperationUnknown:
 			return fmt.Sprintf("break-glass expired at %s", exp.UTC().Format(time.RFC3339))
 		case o.MaxAge > 0 && exp.After(now.Add(o.MaxAge)):
 			return fmt.Sprintf("expiry %s is more than %s ahead, the most rule %q allows", exp.UTC().Format(time.RFC3339), o.MaxAge, r.name)
