@@ -1,7 +1,8 @@
 // Package reload keeps a served policy in step with its file. It watches the
 // file's directory (so it survives the atomic symlink swap with which the
 // kubelet updates a mounted ConfigMap, and editors that write a new file and
-// rename it over the old one) and reloads on SIGHUP too. A new policy is
+// rename it over the old one), compares the file's bytes on a poll for file
+// systems without events, and reloads on SIGHUP too. A new policy is
 // compiled and validated completely before one atomic pointer store swaps it
 // in: a review reads the pointer once, so it sees the old policy or the new
 // one, never a mix. A file that fails to load changes nothing: the last good
@@ -10,6 +11,7 @@ package reload
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,8 +28,16 @@ import (
 
 // DefaultDebounce is how long the watcher waits after the last change
 // before it reloads, so a burst of events (an editor's write, chmod and
-// rename; the kubelet's swap) is one reload.
+// rename; the kubelet's swap) is one reload. A writer that never stops
+// cannot put it off by more than maxWait after the first event.
 const DefaultDebounce = 100 * time.Millisecond
+
+const maxWait = time.Second
+
+// DefaultPoll is how often the file's bytes are compared with those last
+// loaded, for file systems that send no events; a change found is
+// reloaded like one the watch saw.
+const DefaultPoll = 30 * time.Second
 
 // LoadFunc compiles the policy file, returning its lint warnings.
 type LoadFunc func() (*policy.Policy, []string, error)
@@ -46,13 +56,14 @@ type Reloader struct {
 	// Observe, when set, is told about every reload attempt: ok, and the
 	// hash of the policy in force afterwards (e.g. metrics).
 	Observe func(ok bool, hash string)
-	// Debounce overrides DefaultDebounce.
-	Debounce time.Duration
+	// Debounce overrides DefaultDebounce, and Poll DefaultPoll.
+	Debounce, Poll time.Duration
 
 	mu        sync.Mutex // one reload at a time
 	attempts  atomic.Uint64
 	failures  atomic.Uint64
 	lastError atomic.Pointer[string]
+	loaded    [sha256.Size]byte // of the bytes last loaded, guarded by mu
 }
 
 // Attempts and Failures count reload attempts and failed ones.
@@ -77,6 +88,7 @@ func (r *Reloader) Reload(trigger string) error {
 	defer r.mu.Unlock()
 	defer r.attempts.Add(1) // counted after the log line, so whoever sees the count sees the line
 	old := r.Active.Load()
+	r.loaded = fileSum(r.Path) // before Load: a change after it is seen by the next poll
 	p, warnings, err := r.Load()
 	if err != nil {
 		// Log, then count, as for attempts.
@@ -107,6 +119,16 @@ func (r *Reloader) Reload(trigger string) error {
 	return nil
 }
 
+// fileSum is the checksum of the file's bytes; a file that cannot be read
+// sums to zero, so its return is a change.
+func fileSum(path string) [sha256.Size]byte {
+	data, err := os.ReadFile(path) //nolint:gosec // the operator's policy file
+	if err != nil {
+		return [sha256.Size]byte{}
+	}
+	return sha256.Sum256(data)
+}
+
 func hashOf(p *policy.Policy) string {
 	if p == nil {
 		return ""
@@ -114,8 +136,8 @@ func hashOf(p *policy.Policy) string {
 	return p.Hash()
 }
 
-// Run watches the file and reloads it on change, and on every value from
-// signals (SIGHUP), until ctx is done. It returns an error only when the
+// Run watches the file and reloads it on change (seen by the watch, or by
+// the poll), and on every value from signals (SIGHUP), until ctx is done. It returns an error only when the
 // watch cannot be set up.
 func (r *Reloader) Run(ctx context.Context, signals <-chan os.Signal) error {
 	w, err := fsnotify.NewWatcher()
@@ -156,9 +178,19 @@ func (r *Reloader) Run(ctx context.Context, signals <-chan os.Signal) error {
 	if debounce <= 0 {
 		debounce = DefaultDebounce
 	}
+	poll := r.Poll
+	if poll <= 0 {
+		poll = DefaultPoll
+	}
+	ticker := time.NewTicker(poll)
+	defer ticker.Stop()
+	r.mu.Lock()
+	r.loaded = fileSum(r.Path) // the policy serving was loaded from these, or near enough
+	r.mu.Unlock()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var first time.Time // of the pending run of events; zero when none is
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,7 +204,11 @@ func (r *Reloader) Run(ctx context.Context, signals <-chan os.Signal) error {
 				return errors.New("policy file watcher closed")
 			}
 			if r.relevant(ev, path, dir, targetDir) {
-				timer.Reset(debounce)
+				now := time.Now()
+				if first.IsZero() {
+					first = now
+				}
+				timer.Reset(min(debounce, first.Add(maxWait).Sub(now)))
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -180,8 +216,17 @@ func (r *Reloader) Run(ctx context.Context, signals <-chan os.Signal) error {
 			}
 			r.Log.Warn("policy file watcher", "err", err)
 		case <-timer.C:
+			first = time.Time{}
 			_ = r.Reload("file changed")
 			follow()
+		case <-ticker.C:
+			r.mu.Lock()
+			changed := fileSum(r.Path) != r.loaded
+			r.mu.Unlock()
+			if changed {
+				_ = r.Reload("file changed (poll)")
+				follow()
+			}
 		}
 	}
 }

@@ -136,6 +136,12 @@ func loader(path string) reload.LoadFunc {
 
 func newHarness(t *testing.T, path string) *harness {
 	t.Helper()
+	return newHarnessWith(t, path, 20*time.Millisecond, 0)
+}
+
+// newHarnessWith is newHarness with the reloader's debounce and poll.
+func newHarnessWith(t *testing.T, path string, debounce, poll time.Duration) *harness {
+	t.Helper()
 	h := &harness{logs: &syncBuffer{}, hup: make(chan os.Signal, 1)}
 	load := loader(path)
 	p, _, err := load()
@@ -145,7 +151,7 @@ func newHarness(t *testing.T, path string) *harness {
 	h.active.Store(p)
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.handler = server.New(server.Options{Policy: &h.active}).Handler()
-	h.reloader = &reload.Reloader{Path: path, Load: load, Active: &h.active, Log: log, Debounce: 20 * time.Millisecond}
+	h.reloader = &reload.Reloader{Path: path, Load: load, Active: &h.active, Log: log, Debounce: debounce, Poll: poll}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.reloader.Run(ctx, h.hup) }()
@@ -365,6 +371,39 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "policy file changed, policy unchanged") || !strings.Contains(h.logs.String(), "trigger=SIGHUP") {
 		t.Errorf("logs:\n%s", h.logs.String())
+	}
+}
+
+// TestWatchAndPollBackstops holds the two backstops of the watch: the poll
+// finds a change the events did not bring in time (as on a file system
+// without events), and a run of events cannot postpone a reload past the
+// maximum wait. A debounce of an hour keeps the ordinary path out of it.
+func TestWatchAndPollBackstops(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		poll    time.Duration
+		trigger string
+	}{
+		{name: "the poll reloads a change", poll: 20 * time.Millisecond, trigger: "file changed (poll)"},
+		{name: "the debounce waits at most a second", poll: time.Hour, trigger: `trigger="file changed"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(path, []byte(policyA), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			h := newHarnessWith(t, path, time.Hour, tc.poll)
+			before := h.review(t, server.PathImagePolicy, probe)
+			if err := os.WriteFile(path, []byte(policyB), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, h, answer(t, policyB), "the edit")
+			if h.review(t, server.PathImagePolicy, probe) == before || !strings.Contains(h.logs.String(), tc.trigger) {
+				t.Errorf("want a reload by %q; logs:\n%s", tc.trigger, h.logs.String())
+			}
+		})
 	}
 }
 
