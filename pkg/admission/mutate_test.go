@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode"
@@ -22,18 +23,22 @@ import (
 // tests use into it.
 func mirrorPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
-	p, err := policy.New(policy.Options{
+	p, err := policy.New(mirrorOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mirrorOptions() policy.Options {
+	return policy.Options{
 		AllowedRegistries: []string{"registry.my.com"}, RejectLatest: true, AllowBreakGlass: true,
 		Rewrites: []rewrite.Rule{
 			{From: "docker.io", To: "registry.my.com/hub"},
 			{From: "quay.io", To: "registry.my.com/quay"},
 			{From: "registry.my.com.evil.io", To: "registry.my.com/evil"},
 		},
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	return p
 }
 
 // Every image field of every kind is found at its JSON pointer, and the
@@ -228,8 +233,9 @@ func TestMutateRewritesWhenBreakGlassWouldBeRefused(t *testing.T) {
 // gets an allowed reply in its own version with its uid; warnings are ones
 // the apiserver forwards; a patch is sent exactly with a JSONPatch type,
 // holds only replace operations on image fields with valid references
-// under a mirror and adds of metadata; and when it applies to the object,
-// a second pass over the patched object rewrites nothing.
+// under a mirror (pinned or not) and adds of metadata; and when it applies
+// to the object, a second pass over the patched object rewrites and pins
+// nothing.
 func FuzzMutate(f *testing.F) {
 	files, _ := filepath.Glob("../server/testdata/mutate/*.request.json")
 	for _, file := range files {
@@ -244,9 +250,16 @@ func FuzzMutate(f *testing.F) {
 		f.Add(review("v1beta1", request("apps", "v1", "Deployment", op, `{"spec":{"template":{"spec":`+podSpec+`}}}`, "null")))
 		f.Add(review("v1", request("batch", "v1", "CronJob", op, `{"spec":{"jobTemplate":{"spec":{"template":{"metadata":null,"spec":`+podSpec+`}}}}}`, "null")))
 	}
-	p := mirrorPolicy(f)
+	opts := mirrorOptions()
+	opts.PinDigests = true
+	p, err := policy.New(opts)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var lookups atomic.Int64
+	res := fakeResolver(&lookups)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		m, resp, err := admission.Mutate(p, body)
+		m, resp, err := admission.MutateWith(t.Context(), p, res, body)
 		if err != nil {
 			return // not an AdmissionReview: the server answers 400
 		}
@@ -314,12 +327,12 @@ func FuzzMutate(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m2, _, err := admission.Mutate(p, body2)
+		m2, _, err := admission.MutateWith(t.Context(), p, res, body2)
 		if err != nil {
 			t.Fatalf("the patched review does not decode: %v", err)
 		}
-		if len(m2.Rewritten) > 0 {
-			t.Fatalf("a second pass rewrote %v again", m2.Rewritten)
+		if len(m2.Rewritten) > 0 || len(m2.Pinned) > 0 {
+			t.Fatalf("a second pass rewrote %v and pinned %v again", m2.Rewritten, m2.Pinned)
 		}
 	})
 }

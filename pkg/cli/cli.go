@@ -16,6 +16,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/digest"
 	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
@@ -168,8 +169,16 @@ func RunServer(ctx context.Context, cfg config.Config, p *policy.Policy, log *sl
 	if err != nil {
 		return err
 	}
+	// Built whether or not the policy pins, as a reload may turn it on.
+	ro := cfg.Registry.DigestOptions()
+	ro.Metrics, ro.Log = rec, log
+	res, err := digest.New(ro)
+	if err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
 		Policy: &active, TLS: tls, Log: log, Metrics: rec,
+		Resolver: res, PinTimeout: cfg.Registry.ReviewTimeout,
 		Addr: cfg.Address(), MetricsAddr: cfg.MetricsListen, EnablePprof: cfg.EnablePprof,
 		RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		ClientAuth: cfg.ClientCAFile != "", AllowedClientNames: cfg.AllowedClientNames,
@@ -179,8 +188,26 @@ func RunServer(ctx context.Context, cfg config.Config, p *policy.Policy, log *sl
 		return serveWithReload(ctx, srv, cfg.Policy, &active, rec, log)
 	}
 	log.Info("starting", "version", version.String(), "registryWhitelist", cfg.Policy.AllowedRegistries, "registryMirrors", cfg.Policy.RegistryMirrors,
-		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "mode", p.Mode(), "policy", p.Hash())
+		"rejectLatest", cfg.Policy.RejectLatest, "allowBreakGlass", cfg.Policy.AllowBreakGlass, "pinDigests", cfg.Policy.PinDigests, "mode", p.Mode(), "policy", p.Hash())
 	return srv.ListenAndServe(ctx)
+}
+
+// pin resolves the one image of in, as the mutating webhook would under
+// plan: the pinned reference, or why it could not be pinned; nothing when
+// res is nil or the policy does not pin it.
+func pin(res *digest.Resolver, p *policy.Policy, in policy.Input, plan policy.RewritePlan) (string, error) {
+	if res == nil {
+		return "", nil
+	}
+	pins := p.Pins(in, plan)
+	if len(pins) == 0 {
+		return "", nil
+	}
+	d, err := res.Resolve(context.Background(), pins[0].Lookup)
+	if err != nil {
+		return "", err
+	}
+	return pins[0].Ref + "@" + d, nil
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -200,6 +227,8 @@ func (a *App) check(args []string) int {
 	}
 	fs := pflag.NewFlagSet("check", pflag.ContinueOnError)
 	pc.AddFlags(fs)
+	rc := config.DefaultRegistry()
+	rc.AddFlags(fs)
 	namespace := fs.String("namespace", "default", "namespace the pod would run in (with --config, it selects the namespace rule)")
 	explain := fs.Bool("explain", false, "print, per image, its normalised form, the rule that judged it and what each check found")
 	strict := fs.Bool("strict-config", false, "fail (exit 2) when the policy has lint warnings, e.g. to gate a policy change in CI")
@@ -214,7 +243,9 @@ file, one line per image: outcome, image, then its normalised form or what is
 wrong; with --explain, a block per image saying which rule judged it and what
 each check found. With rewrite rules (--registry-mirror, or rewrites in the
 policy file) the image is judged as the mutating webhook would rewrite it,
-and the line says so. Exit status: 0 all allowed, 1 any denied, 2 usage error or
+and the line says so; with --pin-digests (or pinDigests in the policy file)
+the registry is asked which digest the tag names today, as the mutating
+webhook would, and the line shows the pinned reference. Exit status: 0 all allowed, 1 any denied, 2 usage error or
 an invalid policy (with --strict-config, also a policy with warnings).
 
 Flags:
@@ -240,6 +271,17 @@ Flags:
 		fmt.Fprintf(a.Stderr, "imagegate check: --strict-config: the policy has %d warning(s)\n", len(warnings))
 		return ExitUsage
 	}
+	var res *digest.Resolver
+	if p.HasPins() {
+		if err := rc.Validate(); err != nil {
+			fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
+			return ExitUsage
+		}
+		if res, err = digest.New(rc.DigestOptions()); err != nil {
+			fmt.Fprintf(a.Stderr, "imagegate check: %v\n", err)
+			return ExitUsage
+		}
+	}
 	code := ExitOK
 	for _, image := range fs.Args() {
 		in := policy.Input{Namespace: *namespace, Annotations: *annotations, User: *user, Groups: *groups}
@@ -255,14 +297,25 @@ Flags:
 		// Judge what the cluster would run: with rewrite rules, the
 		// mutating webhook's rewrite of the image.
 		plan, d := p.EvaluateMutated(in)
+		pinned, pinErr := pin(res, p, in, plan)
+		if pinned != "" { // what the cluster runs, allowed but for its digest
+			d = p.Evaluate(policy.Input{Namespace: in.Namespace, Annotations: in.Annotations, User: in.User, Groups: in.Groups, Images: []policy.Image{{Ref: pinned}}})
+		}
 		detail := d.Reason()
 		switch rw := plan.Results[0]; {
+		case rw.Changed() && pinned != "":
+			detail = "rewritten to " + rw.Rewritten + ", pinned to " + pinned
+		case pinned != "":
+			detail = "pinned to " + pinned
 		case rw.Changed() && d.Allowed:
 			detail = "rewritten to " + rw.Rewritten
 		case rw.Changed():
 			detail = "rewritten to " + rw.Rewritten + ": " + detail
 		case detail == "":
 			detail, _ = policy.Normalize(image) // allowed, so it parses
+		}
+		if pinErr != nil {
+			detail += "; not pinned: " + pinErr.Error()
 		}
 		fmt.Fprintf(a.Stdout, "%s\t%q\t%s\n", d.Outcome, image, detail) // reasons quote images, so one line each
 		if !d.Allowed {

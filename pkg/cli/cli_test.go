@@ -459,6 +459,7 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 		"--listen", "-p, --port", "--tls-cert-file", "-c, --cert", "--tls-key-file", "-k, --key",
 		"--client-ca-file", "--allowed-client-names", "--metrics-listen", "--log-level", "--log-format", "--registry-whitelist", "--reject-latest",
 		"--allow-break-glass", "--mode", "--request-timeout", "--shutdown-timeout", "--registry-mirror", "--require-fully-qualified",
+		"--pin-digests", "--registry-ca-file", "--registry-credentials", "--registry-timeout", "--registry-review-timeout", "--digest-cache-ttl",
 	}
 	cfg := config.Default()
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imagegate/imagegate/pkg/digest"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/policyfile"
 	"github.com/imagegate/imagegate/pkg/rewrite"
@@ -58,6 +59,58 @@ type Config struct {
 	LogFormat string
 
 	Policy PolicyConfig
+	// Registry is how the mutating webhook asks registries for digests,
+	// with --pin-digests or pinDigests in the policy file.
+	Registry RegistryConfig
+}
+
+// RegistryConfig is how imagegate asks registries which digest a tag
+// names (serve's mutating webhook, check --pin-digests).
+type RegistryConfig struct {
+	// CAFile is a PEM bundle trusted besides the system roots.
+	CAFile string
+	// CredentialsFile is a Docker config.json (a kubernetes.io/dockerconfigjson
+	// Secret's key); empty: anonymous.
+	CredentialsFile string
+	// Timeout bounds one lookup; ReviewTimeout all the lookups of one
+	// mutate review, below the webhook's timeoutSeconds.
+	Timeout, ReviewTimeout time.Duration
+	// CacheTTL is how long a resolved digest is reused.
+	CacheTTL time.Duration
+}
+
+// DefaultRegistry returns the default registry client settings.
+func DefaultRegistry() RegistryConfig {
+	return RegistryConfig{Timeout: digest.DefaultTimeout, ReviewTimeout: 3 * time.Second, CacheTTL: digest.DefaultTTL}
+}
+
+// AddFlags registers the registry client flags.
+func (r *RegistryConfig) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&r.CAFile, "registry-ca-file", r.CAFile, "with --pin-digests, a PEM bundle of CAs trusted for registries besides the system roots")
+	fs.StringVar(&r.CredentialsFile, "registry-credentials", r.CredentialsFile,
+		"with --pin-digests, a Docker config.json (the .dockerconfigjson of a kubernetes.io/dockerconfigjson Secret) with registry credentials, re-read when it changes; anonymous without")
+	fs.DurationVar(&r.Timeout, "registry-timeout", r.Timeout, "with --pin-digests, how long one registry lookup may take; an image not resolved in time is left unpinned")
+	fs.DurationVar(&r.ReviewTimeout, "registry-review-timeout", r.ReviewTimeout, "with --pin-digests, how long all the lookups of one mutate review may take; keep it below the webhook's timeoutSeconds")
+	fs.DurationVar(&r.CacheTTL, "digest-cache-ttl", r.CacheTTL, "with --pin-digests, how long a tag's resolved digest is reused before the registry is asked again")
+}
+
+// Validate checks the registry client settings; it does not read any file.
+func (r RegistryConfig) Validate() error {
+	var errs []error
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--registry-timeout", r.Timeout}, {"--registry-review-timeout", r.ReviewTimeout}, {"--digest-cache-ttl", r.CacheTTL}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.flag, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DigestOptions returns the resolver's options.
+func (r RegistryConfig) DigestOptions() digest.Options {
+	return digest.Options{Timeout: r.Timeout, TTL: r.CacheTTL, CAFile: r.CAFile, CredentialsFile: r.CredentialsFile}
 }
 
 // PolicyConfig is the part of Config that `imagegate check` shares with
@@ -73,6 +126,9 @@ type PolicyConfig struct {
 	// RequireFullyQualified denies short names such as nginx:1.25, which
 	// CRI-O and Podman resolve through registries.conf.
 	RequireFullyQualified bool
+	// PinDigests has the mutating webhook pin tags to the digests their
+	// registries serve.
+	PinDigests bool
 	// Mode is enforce or warn.
 	Mode string
 	// RegistryMirrors are rewrite rules, FROM=TO, that send images to an
@@ -103,6 +159,7 @@ func Default() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		Policy:          DefaultPolicy(),
+		Registry:        DefaultRegistry(),
 	}
 }
 
@@ -189,6 +246,7 @@ func (c *Config) AddServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	c.Policy.AddFlags(fs)
+	c.Registry.AddFlags(fs)
 }
 
 // AddFlags registers the policy flags shared by serve and check.
@@ -199,6 +257,8 @@ func (p *PolicyConfig) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&p.AllowBreakGlass, "allow-break-glass", p.AllowBreakGlass, "let a pod's *.image-policy.k8s.io/break-glass annotation override denials (always audited)")
 	fs.BoolVar(&p.RequireFullyQualified, "require-fully-qualified", p.RequireFullyQualified,
 		"deny short names such as nginx:1.25, which CRI-O and Podman resolve through registries.conf: an image must name its registry; the mutating webhook writes them out in full")
+	fs.BoolVar(&p.PinDigests, "pin-digests", p.PinDigests,
+		"pin each tagged image the policy allows to the digest its registry serves (repo:tag@sha256:...), in the mutating webhook; an image that cannot be resolved is left unpinned, with a warning (requireDigest then refuses it)")
 	fs.StringVar(&p.Mode, "mode", p.Mode, "enforce: deny violations; warn: allow them but report them (to roll a policy out)")
 	fs.StringSliceVar(&p.RegistryMirrors, "registry-mirror", p.RegistryMirrors,
 		"rewrite images to an approved mirror, FROM=TO (e.g. docker.io=registry.my.com/dockerhub): FROM a registry or repository path, TO a registry and path prefix; comma-separated and repeatable; served by the mutating webhook (POST /mutate)")
@@ -236,6 +296,10 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 	if fs.Changed("require-fully-qualified") {
 		v := p.RequireFullyQualified
 		o.RequireFullyQualified = &v
+	}
+	if fs.Changed("pin-digests") {
+		v := p.PinDigests
+		o.PinDigests = &v
 	}
 	if fs.Changed("mode") {
 		mode := strings.ToLower(strings.TrimSpace(p.Mode))
@@ -304,7 +368,7 @@ func (p PolicyConfig) Options() (policy.Options, error) {
 		return policy.Options{}, err
 	}
 	opts := policy.Options{AllowedRegistries: splitValues(p.AllowedRegistries), RejectLatest: p.RejectLatest, AllowBreakGlass: p.AllowBreakGlass,
-		RequireFullyQualified: p.RequireFullyQualified}
+		RequireFullyQualified: p.RequireFullyQualified, PinDigests: p.PinDigests}
 	var errs, entryErrs []error
 	var err error
 	if opts.Mode, err = policy.ParseMode(p.Mode); err != nil {
@@ -359,6 +423,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
 	}
 	if _, err := c.Policy.Options(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Registry.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

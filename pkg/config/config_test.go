@@ -182,6 +182,16 @@ func TestPrecedenceIsDefaultThenEnvThenFlags(t *testing.T) {
 				c.Policy.RejectLatest, c.Policy.AllowBreakGlass, c.Policy.Mode = false, false, "warn"
 			}),
 		},
+		{
+			name: "the digest pinning flags set the policy and the registry client",
+			args: []string{"--pin-digests", "--registry-ca-file=/reg-ca.pem", "--registry-credentials=/docker/config.json",
+				"--registry-timeout=1s", "--registry-review-timeout=2s", "--digest-cache-ttl=1m"},
+			want: with(func(c *config.Config) {
+				c.Policy.PinDigests = true
+				c.Registry = config.RegistryConfig{CAFile: "/reg-ca.pem", CredentialsFile: "/docker/config.json",
+					Timeout: time.Second, ReviewTimeout: 2 * time.Second, CacheTTL: time.Minute}
+			}),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,6 +348,11 @@ func TestOptionsTrimsTheWhitelistAndCarriesThePolicy(t *testing.T) {
 			args: []string{"--require-fully-qualified"},
 			want: policy.Options{RejectLatest: true, AllowBreakGlass: true, Mode: policy.ModeEnforce, RequireFullyQualified: true},
 		},
+		{
+			name: "digests are pinned when asked",
+			args: []string{"--pin-digests"},
+			want: policy.Options{RejectLatest: true, AllowBreakGlass: true, Mode: policy.ModeEnforce, PinDigests: true},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -438,6 +453,16 @@ func TestValidateNamesEachBrokenSetting(t *testing.T) {
 			name: "negative request timeout",
 			edit: func(c *config.Config) { c.RequestTimeout = -time.Second },
 			want: "--request-timeout -1s: must be positive",
+		},
+		{
+			name: "zero registry timeout",
+			edit: func(c *config.Config) { c.Registry.Timeout = 0 },
+			want: "--registry-timeout 0s: must be positive",
+		},
+		{
+			name: "negative digest cache TTL",
+			edit: func(c *config.Config) { c.Registry.CacheTTL = -time.Minute },
+			want: "--digest-cache-ttl -1m0s: must be positive",
 		},
 		{
 			name: "negative shutdown timeout",

@@ -40,6 +40,19 @@ const (
 	RewriteFailed    = "failed"
 )
 
+// Label values of imagegate_digest_lookups_total: a tag resolved to its
+// digest, or why not.
+const (
+	DigestPinned       = "pinned"
+	DigestNotFound     = "not-found"
+	DigestUnauthorized = "unauthorized"
+	DigestTimeout      = "timeout"
+	DigestError        = "error"
+)
+
+// DigestResults are the result label's values of imagegate_digest_lookups_total.
+var DigestResults = []string{DigestPinned, DigestNotFound, DigestUnauthorized, DigestTimeout, DigestError}
+
 // Certificate names, the certificate label of the certificate metrics.
 const (
 	CertServing  = "serving"
@@ -69,6 +82,10 @@ type Recorder struct {
 	violations *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	rewrites   *prometheus.CounterVec
+
+	digestLookups   *prometheus.CounterVec
+	digestCacheHits prometheus.Counter
+	digestDuration  prometheus.Histogram
 
 	policyReloads        prometheus.Counter
 	policyReloadFailures prometheus.Counter
@@ -110,6 +127,19 @@ func New() *Recorder {
 			Namespace: Namespace, Name: "image_rewrites_total",
 			Help: "Images the mutating webhook rewrote to a mirror (rewritten), or matched by a rewrite rule but left alone because the result would not be a valid reference (failed).",
 		}, []string{"result"}),
+		digestLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "digest_lookups_total",
+			Help: "Tags the mutating webhook asked a registry to resolve to a digest, by result (pinned, not-found, unauthorized, timeout, error); cache hits are not lookups.",
+		}, []string{"result"}),
+		digestCacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "digest_cache_hits_total",
+			Help: "Tags resolved from the digest cache (a digest, or a recent failure) without asking the registry.",
+		}),
+		digestDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "digest_lookup_duration_seconds",
+			Help:    "Time a registry took to resolve a tag, or to fail to.",
+			Buckets: LatencyBuckets,
+		}),
 		policyReloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "policy_reloads_total",
 			Help: "Policy reloads attempted, successful or not.",
@@ -158,7 +188,7 @@ func New() *Recorder {
 	build.WithLabelValues(version.Version, commitLabel()).Set(1)
 
 	r.reg.MustRegister(
-		r.reviews, r.violations, r.duration, r.rewrites,
+		r.reviews, r.violations, r.duration, r.rewrites, r.digestLookups, r.digestCacheHits, r.digestDuration,
 		r.policyReloads, r.policyReloadFailures, r.policyLastReloadOK, r.policyLastReloadTime, r.policyInfo,
 		r.certReloads, r.certReloadFailures, r.certNotAfter, r.clientRejections, r.handshakeErrors,
 		build,
@@ -180,6 +210,9 @@ func New() *Recorder {
 	}
 	r.rewrites.WithLabelValues(RewriteRewritten)
 	r.rewrites.WithLabelValues(RewriteFailed)
+	for _, res := range DigestResults {
+		r.digestLookups.WithLabelValues(res)
+	}
 	for _, c := range []string{CertServing, CertClientCA} {
 		r.certReloads.WithLabelValues(c)
 		r.certReloadFailures.WithLabelValues(c)
@@ -256,6 +289,24 @@ func (r *Recorder) Mutation(patched bool, rewritten, failed int, elapsed time.Du
 	r.rewrites.WithLabelValues(RewriteRewritten).Add(float64(rewritten))
 	r.rewrites.WithLabelValues(RewriteFailed).Add(float64(failed))
 	r.duration.WithLabelValues(EndpointMutate).Observe(elapsed.Seconds())
+}
+
+// DigestLookup records one registry lookup of a tag: its result
+// (DigestPinned, DigestNotFound, ...) and how long it took.
+func (r *Recorder) DigestLookup(result string, elapsed time.Duration) {
+	if r == nil {
+		return
+	}
+	r.digestLookups.WithLabelValues(result).Inc()
+	r.digestDuration.Observe(elapsed.Seconds())
+}
+
+// DigestCacheHit records a tag resolved from the digest cache.
+func (r *Recorder) DigestCacheHit() {
+	if r == nil {
+		return
+	}
+	r.digestCacheHits.Inc()
 }
 
 // ReviewError records a request that got an error instead of a decision.

@@ -25,6 +25,8 @@ func TestNilRecorderRecordsNothing(t *testing.T) {
 	r.CertificateLoaded(metrics.CertServing, time.Now())
 	r.CertificateReloaded(metrics.CertClientCA, false, time.Time{})
 	r.ClientRejected(metrics.RejectNameNotAllowed)
+	r.DigestLookup(metrics.DigestPinned, time.Millisecond)
+	r.DigestCacheHit()
 	if r.Registry() != nil {
 		t.Error("nil Recorder has a registry")
 	}
@@ -52,6 +54,34 @@ imagegate_image_rewrites_total{result="rewritten"} 2
 		if got := counterValue(t, r, "imagegate_reviews_total", map[string]string{"endpoint": "mutate", "decision": decision}); got != n {
 			t.Errorf("imagegate_reviews_total{endpoint=mutate,decision=%s} = %v, want %v", decision, got, n)
 		}
+	}
+}
+
+// Digest lookups count by result, every result's series from zero, and
+// cache hits apart: a hit is not a lookup.
+func TestDigestMetrics(t *testing.T) {
+	t.Parallel()
+	r := metrics.New()
+	r.DigestLookup(metrics.DigestPinned, time.Millisecond)
+	r.DigestLookup(metrics.DigestTimeout, 2*time.Second)
+	r.DigestCacheHit()
+	want := `
+# HELP imagegate_digest_cache_hits_total Tags resolved from the digest cache (a digest, or a recent failure) without asking the registry.
+# TYPE imagegate_digest_cache_hits_total counter
+imagegate_digest_cache_hits_total 1
+# HELP imagegate_digest_lookups_total Tags the mutating webhook asked a registry to resolve to a digest, by result (pinned, not-found, unauthorized, timeout, error); cache hits are not lookups.
+# TYPE imagegate_digest_lookups_total counter
+imagegate_digest_lookups_total{result="error"} 0
+imagegate_digest_lookups_total{result="not-found"} 0
+imagegate_digest_lookups_total{result="pinned"} 1
+imagegate_digest_lookups_total{result="timeout"} 1
+imagegate_digest_lookups_total{result="unauthorized"} 0
+`
+	if err := testutil.GatherAndCompare(r.Registry(), strings.NewReader(want), "imagegate_digest_cache_hits_total", "imagegate_digest_lookups_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(r.Registry(), "imagegate_digest_lookup_duration_seconds"); n != 1 {
+		t.Errorf("got %d latency histograms, want 1", n)
 	}
 }
 

@@ -39,6 +39,9 @@ func (p *Policy) computeHash(rules []*rule) string {
 		if r.requireFQ { // only when set, so hashes from before it stay the same
 			b.WriteString("\nrequire-fully-qualified=true")
 		}
+		if r.pinDigests { // only when set, as above
+			b.WriteString("\npin-digests=true")
+		}
 		bg := r.breakGlass
 		b.WriteString("\nallow-break-glass=")
 		b.WriteString(strconv.FormatBool(bg.Enabled))

@@ -69,6 +69,7 @@ func TestHashCoversEveryRuleField(t *testing.T) {
 		"RejectLatest":             func(r *policy.RuleOptions) { r.RejectLatest = true },
 		"RequireDigest":            func(r *policy.RuleOptions) { r.RequireDigest = true },
 		"RequireFullyQualified":    func(r *policy.RuleOptions) { r.RequireFullyQualified = true },
+		"PinDigests":               func(r *policy.RuleOptions) { r.PinDigests = true },
 		"ExemptImages":             func(r *policy.RuleOptions) { r.ExemptImages = []string{"registry.k8s.io/pause:3.10"} },
 		"DeniedRepositories":       func(r *policy.RuleOptions) { r.DeniedRepositories = []string{"registry.my.com/legacy"} },
 		"Mode":                     func(r *policy.RuleOptions) { r.Mode = policy.ModeWarn },

@@ -60,6 +60,9 @@ type Options struct {
 	// RequireFullyQualified denies short names (--require-fully-qualified);
 	// see [RuleOptions.RequireFullyQualified].
 	RequireFullyQualified bool
+	// PinDigests pins tags to digests (--pin-digests); see
+	// [RuleOptions.PinDigests].
+	PinDigests bool
 }
 
 // Rule returns the options as a default rule.
@@ -73,6 +76,7 @@ func (o Options) Rule() RuleOptions {
 		Rewrites:          o.Rewrites,
 
 		RequireFullyQualified: o.RequireFullyQualified,
+		PinDigests:            o.PinDigests,
 	}
 }
 
@@ -89,6 +93,7 @@ type Policy struct {
 	linted   map[string]bool // entry findings already reported, while compiling
 	cache    *verdictCache   // what each image was found to be, per rule
 	rewrites bool            // some rule has rewrite rules
+	pins     bool            // some rule pins digests
 }
 
 // New validates opts and compiles them into a Policy with one rule, the

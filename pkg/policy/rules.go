@@ -61,6 +61,11 @@ type RuleOptions struct {
 	// (by the mutating webhook; see [Policy.Rewrite]): FROM a registry or
 	// repository path, TO a mirror registry and path prefix.
 	Rewrites []rewrite.Rule
+	// PinDigests has the mutating webhook pin each tagged image the rule
+	// allows to the digest its registry serves for the tag, "repo:tag" to
+	// "repo:tag@sha256:…" (see [Policy.Pins]). It decides nothing on the
+	// validating paths: RequireDigest refuses what could not be pinned.
+	PinDigests bool
 }
 
 // BreakGlassOptions restrict break-glass under one rule.
@@ -149,7 +154,8 @@ type rule struct {
 	allowedList   string // whitelist rendered once for messages
 	rejectLatest  bool
 	requireDigest bool
-	requireFQ     bool     // RequireFullyQualified
+	requireFQ     bool // RequireFullyQualified
+	pinDigests    bool
 	exemptRefs    []string // canonical references
 	exemptRepos   []RegistryEntry
 	denied        []RegistryEntry
@@ -293,6 +299,7 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 		rejectLatest:  ro.RejectLatest,
 		requireDigest: ro.RequireDigest,
 		requireFQ:     ro.RequireFullyQualified,
+		pinDigests:    ro.PinDigests,
 		mode:          ro.Mode,
 		breakGlass:    ro.BreakGlass,
 	}
@@ -376,6 +383,7 @@ func (p *Policy) compileRule(ro RuleOptions, path string, errs *[]error) *rule {
 	r.exemptRefs = slices.Compact(r.exemptRefs)
 	p.compileRewrites(r, ro, path, errs, warn)
 	p.rewrites = p.rewrites || r.requireFQ
+	p.pins = p.pins || r.pinDigests
 	bg := ro.BreakGlass
 	if bg.MaxAge < 0 {
 		*errs = append(*errs, &FieldError{Path: path + ".breakGlass.maxAge", Err: fmt.Errorf("maxAge %s must not be negative", bg.MaxAge)})

@@ -114,7 +114,7 @@ func TestErrorsAreCapped(t *testing.T) {
 		{
 			name:      "unknown fields",
 			data:      header + "rules:\n" + repeat("  - {name: r%d, namespaces: [a], allowedRegistry: [x]}\n", 25),
-			wantFirst: `p.yaml:4: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, requireFullyQualified, exemptImages, deniedRepositories, mode, breakGlass, rewrites`,
+			wantFirst: `p.yaml:4: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, requireFullyQualified, exemptImages, deniedRepositories, mode, breakGlass, rewrites, pinDigests`,
 			wantLast:  "p.yaml: … and 5 more errors",
 		},
 		{

@@ -75,6 +75,9 @@ type Rule struct {
 	// (the mutating webhook). A namespace rule that sets it replaces the
 	// default rule's list; an empty list turns rewriting off.
 	Rewrites *[]Rewrite `yaml:"rewrites"`
+	// PinDigests has the mutating webhook pin tagged images to the digest
+	// their registry serves (repo:tag@sha256:…).
+	PinDigests *bool `yaml:"pinDigests"`
 }
 
 // Rewrite is one rewrite rule: images under From (a registry or repository
@@ -109,6 +112,7 @@ type Overrides struct {
 	RejectLatest          *bool           // --reject-latest
 	AllowBreakGlass       *bool           // --allow-break-glass
 	RequireFullyQualified *bool           // --require-fully-qualified
+	PinDigests            *bool           // --pin-digests
 	Mode                  *string         // --mode
 	Rewrites              *[]rewrite.Rule // --registry-mirror
 }
@@ -239,6 +243,9 @@ func (f *File) spec(base policy.RuleOptions, o Overrides, fail func(path string,
 	if o.RequireFullyQualified != nil {
 		def.RequireFullyQualified = *o.RequireFullyQualified
 	}
+	if o.PinDigests != nil {
+		def.PinDigests = *o.PinDigests
+	}
 	if o.Mode != nil {
 		def.Mode = policy.Mode(*o.Mode)
 	}
@@ -264,6 +271,7 @@ func (r Rule) apply(base policy.RuleOptions, path string, fail func(string, erro
 	set(&out.RejectLatest, r.RejectLatest)
 	set(&out.RequireDigest, r.RequireDigest)
 	set(&out.RequireFullyQualified, r.RequireFullyQualified)
+	set(&out.PinDigests, r.PinDigests)
 	if r.Mode != nil {
 		out.Mode = policy.Mode(*r.Mode)
 	}

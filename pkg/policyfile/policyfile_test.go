@@ -40,7 +40,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		file string // under testdata/
 		want string // the whole error message
 	}{
-		{file: "invalid-unknown-field.yaml", want: `testdata/invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, requireFullyQualified, exemptImages, deniedRepositories, mode, breakGlass, rewrites`},
+		{file: "invalid-unknown-field.yaml", want: `testdata/invalid-unknown-field.yaml:8: unknown field "allowedRegistry" in rules[0]; known fields: name, namespaces, allowedRegistries, rejectLatest, requireDigest, requireFullyQualified, exemptImages, deniedRepositories, mode, breakGlass, rewrites, pinDigests`},
 		{file: "invalid-unknown-top-level.yaml", want: `testdata/invalid-unknown-top-level.yaml:3: unknown field "defaults" at the top level; did you mean "default"?`},
 		{file: "invalid-unknown-breakglass-field.yaml", want: `testdata/invalid-unknown-breakglass-field.yaml:6: unknown field "requireTickets" in default.breakGlass; did you mean "requireTicket"?`},
 		{file: "invalid-wrong-kind.yaml", want: `testdata/invalid-wrong-kind.yaml:1: apiVersion "imagegate.dev/v1" and kind "ImagePolicy": want apiVersion imagegate.dev/v1alpha1 and kind ImagePolicy`},
@@ -391,6 +391,48 @@ rules:
 			got := [3]bool{l.Spec.Default.RequireFullyQualified, l.Spec.Rules[0].RequireFullyQualified, l.Spec.Rules[1].RequireFullyQualified}
 			if got != tc.want {
 				t.Errorf("got requireFullyQualified (default, inherit, own) %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// pinDigests is inherited like every rule field, and --pin-digests
+// overrides the default rule, so it reaches the rules that inherit it.
+func TestPinDigestsIsInheritedAndOverridden(t *testing.T) {
+	t.Parallel()
+	src := []byte(`apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+default:
+  pinDigests: false
+rules:
+  - name: inherit
+    namespaces: [inherit]
+  - name: own
+    namespaces: [own]
+    pinDigests: true
+`)
+	on, off := true, false
+	tests := []struct {
+		name string
+		// o are the command-line overrides.
+		o policyfile.Overrides
+		// want are the default, inherit and own rules' settings.
+		want [3]bool
+	}{
+		{name: "the file alone", want: [3]bool{false, false, true}},
+		{name: "the flag turned on", o: policyfile.Overrides{PinDigests: &on}, want: [3]bool{true, true, true}},
+		{name: "the flag turned off", o: policyfile.Overrides{PinDigests: &off}, want: [3]bool{false, false, true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l, err := policyfile.Parse("p.yaml", src, policy.RuleOptions{}, tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := [3]bool{l.Spec.Default.PinDigests, l.Spec.Rules[0].PinDigests, l.Spec.Rules[1].PinDigests}
+			if got != tc.want {
+				t.Errorf("got pinDigests (default, inherit, own) %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/admission"
@@ -20,8 +21,9 @@ import (
 const PathMutate = "/mutate"
 
 // mutate serves PathMutate. It reads the body under the same limits as the
-// other reviews; what it answers comes from admission.Mutate, which never
-// refuses: the validating path does.
+// other reviews; what it answers comes from admission.MutateWith, which
+// never refuses: the validating path does. Digest lookups are the one I/O
+// a review may do, bounded by Options.PinTimeout.
 func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	const endpoint = metrics.EndpointMutate
 	start := time.Now()
@@ -44,7 +46,13 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 		s.rec.ReviewError(endpoint, time.Since(start)) // the caller has gone: nobody to answer
 		return
 	default:
-		if m, resp, err = admission.Mutate(p, b.Bytes()); err != nil {
+		ctx := r.Context()
+		if s.opts.PinTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, s.opts.PinTimeout)
+			defer cancel()
+		}
+		if m, resp, err = admission.MutateWith(ctx, p, s.opts.Resolver, b.Bytes()); err != nil {
 			s.reject(w, endpoint, http.StatusBadRequest, err.Error())
 			s.rec.ReviewError(endpoint, time.Since(start))
 			return
@@ -62,9 +70,10 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	s.rec.Mutation(m.Patched(), len(m.Rewritten), len(m.Failed), time.Since(start))
 }
 
-// logMutation writes one line per rewritten image at info, one per image a
-// rule matched but could not rewrite at info, a request it could not read
-// at warn, and a mutate review that changed nothing at debug.
+// logMutation writes one line per rewritten or pinned image at info, one
+// per image a rule matched but could not rewrite at info, one per image
+// that could not be pinned and a request it could not read at warn, and a
+// mutate review that changed nothing at debug.
 func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission.Mutation) {
 	base := []any{"endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name}
 	if p != nil {
@@ -82,10 +91,26 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 		s.log.Info("image not rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
 	}
-	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
+	for _, pin := range m.Pinned {
+		s.log.Info("image pinned", append(base, "rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
+			"image", pin.Image.Ref, "pinned", pin.Pinned)...)
+	}
+	for _, pin := range m.Unpinned {
+		s.log.Warn("image not pinned", append(base, "rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
+			"image", pin.Image.Ref, "ref", pin.Ref, "err", cutLogged(pin.Err.Error()))...)
+	}
+	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && len(m.Pinned) == 0 && len(m.Unpinned) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
 		images := capped(len(m.Input.Images), func(i int) string { return m.Input.Images[i].Ref })
 		s.log.Debug("nothing to rewrite", append(base, "images", images, "breakGlass", m.BreakGlass)...)
 	}
+}
+
+// cutLogged cuts s, which may quote a registry's reply, to maxLoggedRef bytes.
+func cutLogged(s string) string {
+	if len(s) <= maxLoggedRef {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxLoggedRef], "") + "..."
 }
 
 func source(img policy.Image) string {

@@ -1,7 +1,11 @@
 package server_test
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,10 +13,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 
 	"github.com/imagegate/imagegate/pkg/admission"
+	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
 )
@@ -20,11 +27,13 @@ import (
 // mutateFixture serves testdata/mutate/policy.yaml, the policy every
 // request under testdata/mutate is answered with, but those named
 // *-require-fully-qualified (see mutateHandler).
-func mutateFixture(t *testing.T) *fixture { return mutateFixtureFile(t, "testdata/mutate/policy.yaml") }
+func mutateFixture(t *testing.T) *fixture {
+	return mutateFixtureFile(t, "testdata/mutate/policy.yaml", nil)
+}
 
-func mutateFixtureFile(t *testing.T, path string) *fixture {
+func mutateFixtureFile(t *testing.T, path string, edit func(*server.Options)) *fixture {
 	t.Helper()
-	f := newFixture(t, testPolicy, nil)
+	f := newFixture(t, testPolicy, edit)
 	p, warnings := compileFile(t, path)
 	if len(warnings) > 0 {
 		t.Fatalf("%s has warnings: %v", path, warnings)
@@ -35,17 +44,50 @@ func mutateFixtureFile(t *testing.T, path string) *fixture {
 
 // mutateHandlers returns a function that picks the handler for a golden
 // request: testdata/mutate/policy-require-fully-qualified.yaml's for the
-// requests named *-require-fully-qualified*, policy.yaml's for the others.
+// requests named *-require-fully-qualified*, policy-pin-digests.yaml's,
+// with pinResolver, for those named *-pin-digests*, policy.yaml's for the
+// others.
 func mutateHandlers(t *testing.T) func(reqFile string) http.Handler {
 	t.Helper()
 	h := mutateFixture(t).srv.Handler()
-	fq := mutateFixtureFile(t, "testdata/mutate/policy-require-fully-qualified.yaml").srv.Handler()
+	fq := mutateFixtureFile(t, "testdata/mutate/policy-require-fully-qualified.yaml", nil).srv.Handler()
+	pin := mutateFixtureFile(t, "testdata/mutate/policy-pin-digests.yaml", func(o *server.Options) {
+		o.Resolver, o.PinTimeout = pinResolver, 3*time.Second
+	}).srv.Handler()
 	return func(reqFile string) http.Handler {
-		if strings.Contains(reqFile, "-require-fully-qualified") {
+		switch {
+		case strings.Contains(reqFile, "-require-fully-qualified"):
 			return fq
+		case strings.Contains(reqFile, "-pin-digests"):
+			return pin
 		}
 		return h
 	}
+}
+
+// pinResolver serves pinDigest(ref) for every tag under registry.my.com
+// but those under registry.my.com/missing, so the golden replies are the
+// same on every run; pkg/digest's tests ask a real registry.
+var pinResolver = admission.ResolverFunc(func(_ context.Context, ref string) (string, error) {
+	if !strings.HasPrefix(ref, "registry.my.com/") || strings.HasPrefix(ref, "registry.my.com/missing/") {
+		return "", &digest.Error{Ref: ref, Outcome: metrics.DigestNotFound, Err: errors.New("HEAD https://registry.my.com/v2/...: unexpected status code 404 Not Found")}
+	}
+	return pinDigest(ref), nil
+})
+
+func pinDigest(ref string) string {
+	sum := sha256.Sum256([]byte(ref))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// unpin returns ref without the digest pinResolver pinned it to, and
+// whether it had that digest.
+func unpin(ref string) (string, bool) {
+	base, d, ok := strings.Cut(ref, "@")
+	if !ok || d != pinDigest(base) {
+		return ref, false
+	}
+	return base, true
 }
 
 // mutateReply is the part of a mutate reply the tests read.
@@ -193,8 +235,10 @@ func TestMutatePatchesApplyAndPassValidation(t *testing.T) {
 						t.Fatalf("%s: value %s is not a string", op.Path, op.Value)
 					}
 					qualified, _ := policy.Normalize(before)
-					if !strings.HasPrefix(after, "registry.my.com/") && after != qualified || after == before {
-						t.Errorf("%s: %q replaced by %q, want its mirror or its qualified form", op.Path, before, after)
+					base, pinned := unpin(after)
+					rewritten := strings.HasPrefix(base, "registry.my.com/") || base == qualified
+					if !rewritten && (!pinned || base != before) || after == before {
+						t.Errorf("%s: %q replaced by %q, want its mirror, its qualified form, or either pinned", op.Path, before, after)
 					}
 					originals = append(originals, before)
 				case op.Op == "add" && strings.Contains(op.Path, "/metadata"):

@@ -99,6 +99,13 @@ type Options struct {
 	RequestTimeout, ShutdownTimeout time.Duration
 	// EnablePprof serves Go's profiles on the metrics listener.
 	EnablePprof bool
+	// Resolver resolves tags to digests for the policy rules that pin
+	// digests (*digest.Resolver); nil pins nothing. PinTimeout bounds all
+	// the lookups of one mutate review (--registry-review-timeout): keep it
+	// below the webhook's timeoutSeconds, as an image not resolved by then
+	// is left unpinned rather than the review left unanswered.
+	Resolver   admission.Resolver
+	PinTimeout time.Duration
 	// ClientAuth and AllowedClientNames say what TLS asks of clients, for
 	// the log.
 	ClientAuth         bool
@@ -131,7 +138,8 @@ func (s *Server) Handler() http.Handler {
 	})
 	// --request-timeout bounds reading a review (the server's ReadTimeout)
 	// and writing its answer (WriteTimeout); in between a review does no
-	// I/O, only computation linear in a body of at most MaxRequestBytes and
+	// I/O (but /mutate's digest lookups, bounded by Options.PinTimeout),
+	// only computation linear in a body of at most MaxRequestBytes and
 	// at most policy.MaxImages images, so it runs on the connection's
 	// goroutine. http.TimeoutHandler would start another goroutine per
 	// review, grow its stack again for the JSON decoder and buffer the

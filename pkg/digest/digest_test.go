@@ -1,0 +1,408 @@
+package digest_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/metrics"
+)
+
+// testRegistry is go-containerregistry's in-process registry behind TLS,
+// counting the manifest requests imagegate makes (pushes are not).
+type testRegistry struct {
+	srv       *httptest.Server
+	caFile    string
+	manifests atomic.Int64
+	hang      chan struct{} // closed when the test ends; requests wait on it when hanging
+	hanging   atomic.Bool
+	user      string // basic-auth credentials the registry requires; empty: none
+	pass      string
+}
+
+func newRegistry(t *testing.T, user, pass string) *testRegistry {
+	t.Helper()
+	tr := &testRegistry{hang: make(chan struct{}), user: user, pass: pass}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	tr.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tr.hanging.Load() {
+			select {
+			case <-tr.hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		if tr.user != "" {
+			if u, p, ok := r.BasicAuth(); !ok || u != tr.user || p != tr.pass {
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"who are you"}]}`, http.StatusUnauthorized)
+				return
+			}
+		}
+		if strings.Contains(r.URL.Path, "/manifests/") && strings.Contains(r.UserAgent(), "imagegate/") {
+			tr.manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { close(tr.hang); tr.srv.Close() })
+	tr.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.srv.Certificate().Raw})
+	if err := os.WriteFile(tr.caFile, ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// host is the registry's host:port, as references name it.
+func (tr *testRegistry) host() string { return strings.TrimPrefix(tr.srv.URL, "https://") }
+
+func (tr *testRegistry) options() []remote.Option {
+	opts := []remote.Option{remote.WithTransport(tr.srv.Client().Transport)}
+	if tr.user != "" {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: tr.user, Password: tr.pass}))
+	}
+	return opts
+}
+
+// push writes a random single-platform image to repo:tag and returns its digest.
+func (tr *testRegistry) push(t *testing.T, repoTag string) string {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(tr.host() + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img, tr.options()...); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// pushIndex writes a random two-platform index to repo:tag and returns the
+// index digest and the digest of its first manifest.
+func (tr *testRegistry) pushIndex(t *testing.T, repoTag string) (index, first string) {
+	t.Helper()
+	idx, err := random.Index(256, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(tr.host() + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(tag, idx, tr.options()...); err != nil {
+		t.Fatal(err)
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String(), m.Manifests[0].Digest.String()
+}
+
+// clock is a settable clock for the cache.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func newResolver(t *testing.T, tr *testRegistry, o digest.Options) (*digest.Resolver, *clock) {
+	t.Helper()
+	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	o.CAFile, o.Now = tr.caFile, c.Now
+	r, err := digest.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, c
+}
+
+func outcome(err error) string {
+	var de *digest.Error
+	if errors.As(err, &de) {
+		return de.Outcome
+	}
+	if err == nil {
+		return metrics.DigestPinned
+	}
+	return "not a *digest.Error: " + err.Error()
+}
+
+func TestResolveTags(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "", "")
+	single := tr.push(t, "team/app:1.0")
+	index, platform := tr.pushIndex(t, "team/multi:2.0")
+	r, _ := newResolver(t, tr, digest.Options{})
+	for _, tc := range []struct {
+		name    string
+		ref     string
+		want    string // the digest; empty when the lookup fails
+		outcome string
+	}{
+		{name: "a single-platform tag resolves to its manifest digest", ref: tr.host() + "/team/app:1.0", want: single, outcome: metrics.DigestPinned},
+		{name: "a multi-arch tag resolves to its index digest", ref: tr.host() + "/team/multi:2.0", want: index, outcome: metrics.DigestPinned},
+		{name: "a missing tag is not found", ref: tr.host() + "/team/app:9.9", outcome: metrics.DigestNotFound},
+		{name: "a missing repository is not found", ref: tr.host() + "/team/nothing:1.0", outcome: metrics.DigestNotFound},
+		{name: "a reference without a tag is an error", ref: tr.host() + "/team/app@" + single, outcome: metrics.DigestError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := r.Resolve(t.Context(), tc.ref)
+			if got != tc.want || outcome(err) != tc.outcome {
+				t.Errorf("Resolve(%s) = %q, %v (%s); want %q, %s", tc.ref, got, err, outcome(err), tc.want, tc.outcome)
+			}
+			if got == platform {
+				t.Errorf("Resolve(%s) = one platform's digest %s, want the index's", tc.ref, got)
+			}
+		})
+	}
+}
+
+// A re-pushed tag is seen once the cached digest is older than the TTL,
+// and not before: the cache is what keeps a busy cluster off the registry.
+func TestResolveRepushedTagAfterTTL(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "", "")
+	first := tr.push(t, "team/app:1.0")
+	r, c := newResolver(t, tr, digest.Options{TTL: time.Minute})
+	ref := tr.host() + "/team/app:1.0"
+	resolve := func(step, want string) {
+		t.Helper()
+		if got, err := r.Resolve(t.Context(), ref); err != nil || got != want {
+			t.Errorf("%s: got %q, %v; want %q", step, got, err, want)
+		}
+	}
+	resolve("first lookup", first)
+	second := tr.push(t, "team/app:1.0")
+	resolve("within the TTL", first)
+	c.Add(time.Minute)
+	resolve("after the TTL", second)
+	if got := tr.manifests.Load(); got != 2 {
+		t.Errorf("got %d manifest requests, want 2", got)
+	}
+}
+
+// A 404 and a 401 are cached for the failure TTL only: a down or
+// misconfigured registry is not asked again on every review, and is asked
+// again soon.
+func TestResolveCachesFailuresBriefly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		auth    bool // the registry requires credentials imagegate lacks
+		outcome string
+	}{
+		{name: "a missing tag", outcome: metrics.DigestNotFound},
+		{name: "an unauthorised lookup", auth: true, outcome: metrics.DigestUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var tr *testRegistry
+			if tc.auth {
+				tr = newRegistry(t, "robot", "s3cret")
+				tr.push(t, "team/app:1.0")
+			} else {
+				tr = newRegistry(t, "", "")
+			}
+			rec := metrics.New()
+			r, c := newResolver(t, tr, digest.Options{FailureTTL: 15 * time.Second, TTL: time.Hour, Metrics: rec})
+			ref := tr.host() + "/team/app:1.0"
+			for i := range 3 {
+				if _, err := r.Resolve(t.Context(), ref); outcome(err) != tc.outcome {
+					t.Fatalf("lookup %d: got %v, want %s", i, err, tc.outcome)
+				}
+			}
+			before := tr.manifests.Load()
+			c.Add(15 * time.Second)
+			if _, err := r.Resolve(t.Context(), ref); outcome(err) != tc.outcome {
+				t.Fatalf("after the failure TTL: got %v, want %s", err, tc.outcome)
+			}
+			if tr.manifests.Load() == before && !tc.auth { // a 401 may stop before the manifest
+				t.Error("after the failure TTL: the registry was not asked again")
+			}
+			if got := counter(t, rec, "imagegate_digest_lookups_total", tc.outcome); got != 2 {
+				t.Errorf("got %v %s lookups, want 2 (the others from the cache)", got, tc.outcome)
+			}
+			if got := counter(t, rec, "imagegate_digest_cache_hits_total", ""); got != 2 {
+				t.Errorf("got %v cache hits, want 2", got)
+			}
+		})
+	}
+}
+
+// Credentials come from a Docker config.json, and a changed file is read
+// again without a restart, as a Secret volume updates.
+func TestResolveWithCredentialsFromConfigJSON(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "robot", "s3cret")
+	want := tr.push(t, "team/app:1.0")
+	file := filepath.Join(t.TempDir(), "config.json")
+	write := func(pass string) {
+		t.Helper()
+		auth := base64.StdEncoding.EncodeToString([]byte("robot:" + pass))
+		cfg := fmt.Sprintf(`{"auths":{"https://%s":{"auth":%q}}}`, tr.host(), auth)
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("wrong!")
+	r, c := newResolver(t, tr, digest.Options{CredentialsFile: file, FailureTTL: time.Second})
+	ref := tr.host() + "/team/app:1.0"
+	if _, err := r.Resolve(t.Context(), ref); outcome(err) != metrics.DigestUnauthorized {
+		t.Fatalf("with the wrong password: got %v, want unauthorized", err)
+	}
+	write("s3cret") // another size, so seen whatever the file system's mtime resolution
+	c.Add(time.Second)
+	if got, err := r.Resolve(t.Context(), ref); err != nil || got != want {
+		t.Errorf("with the right password: got %q, %v; want %q", got, err, want)
+	}
+}
+
+// A registry that never answers costs one deadline: the lookup times out,
+// and the caller learns why.
+func TestResolveHangingRegistryTimesOut(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "", "")
+	tr.hanging.Store(true)
+	r, _ := newResolver(t, tr, digest.Options{Timeout: 100 * time.Millisecond})
+	_, err := r.Resolve(t.Context(), tr.host()+"/team/app:1.0")
+	if outcome(err) != metrics.DigestTimeout {
+		t.Errorf("got %v, want a timeout", err)
+	}
+	// A review whose own deadline is shorter stops waiting then.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := r.Resolve(ctx, tr.host()+"/team/other:1.0"); outcome(err) != metrics.DigestTimeout || !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("with the review's deadline passed: got %v, want a timeout naming the deadline", err)
+	}
+}
+
+// Concurrent reviews of one reference make one lookup.
+func TestResolveConcurrentLookupsCollapse(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "", "")
+	want := tr.push(t, "team/app:1.0")
+	r, _ := newResolver(t, tr, digest.Options{})
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if got, err := r.Resolve(t.Context(), tr.host()+"/team/app:1.0"); err != nil || got != want {
+				t.Errorf("got %q, %v; want %q", got, err, want)
+			}
+		})
+	}
+	wg.Wait()
+	if got := tr.manifests.Load(); got != 1 {
+		t.Errorf("got %d manifest requests for 50 concurrent lookups, want 1", got)
+	}
+}
+
+// Plain HTTP is never used, even for a loopback registry that
+// go-containerregistry would try over HTTP.
+func TestResolveRefusesPlainHTTP(t *testing.T) {
+	t.Parallel()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	img, _ := random.Image(64, 1)
+	tag, _ := name.NewTag(strings.TrimPrefix(reg.URL, "http://")+"/team/app:1.0", name.Insecure)
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	r, err := digest.New(digest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.Resolve(t.Context(), tag.String()); err == nil {
+		t.Errorf("got %q over plain HTTP, want an error", got)
+	}
+}
+
+func TestNewReportsUnreadableFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	notJSON := filepath.Join(dir, "config.json")
+	for _, f := range []string{notPEM, notJSON} {
+		if err := os.WriteFile(f, []byte("nonsense"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		opts digest.Options
+		want string
+	}{
+		{name: "a CA file without a certificate", opts: digest.Options{CAFile: notPEM}, want: "--registry-ca-file"},
+		{name: "a missing CA file", opts: digest.Options{CAFile: filepath.Join(dir, "none")}, want: "--registry-ca-file"},
+		{name: "a credentials file that is not JSON", opts: digest.Options{CredentialsFile: notJSON}, want: "--registry-credentials"},
+		{name: "a missing credentials file", opts: digest.Options{CredentialsFile: filepath.Join(dir, "none")}, want: "--registry-credentials"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := digest.New(tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// counter returns a counter's value; result is the result label, or ""
+// for a counter without labels.
+func counter(t *testing.T, rec *metrics.Recorder, metric, result string) float64 {
+	t.Helper()
+	families, err := rec.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != metric {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if result == "" || len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s{result=%q}", metric, result)
+	return 0
+}

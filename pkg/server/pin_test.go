@@ -1,0 +1,127 @@
+package server_test
+
+import (
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/server"
+)
+
+// "Pin where you can, require where you must", end to end through the
+// handlers and a real registry: /mutate pins a multi-arch tag to its index
+// digest and /validate allows the result; a registry that hangs costs one
+// deadline, /mutate still answers, unpinned with a warning, and /validate
+// refuses the tag because requireDigest is on.
+func TestPinWhereYouCanRequireWhereYouMust(t *testing.T) {
+	t.Parallel()
+	var hanging atomic.Bool
+	hang := make(chan struct{})
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hanging.Load() {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { close(hang); srv.Close() })
+	host := strings.TrimPrefix(srv.URL, "https://")
+	idx, err := random.Index(128, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(host + "/team/app:1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(tag, idx, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := idx.Digest()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := digest.New(digest.Options{CAFile: caFile, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, policy.Options{}, func(o *server.Options) {
+		o.Resolver, o.PinTimeout = res, time.Second
+	})
+	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, PinDigests: true, RequireDigest: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.active.Store(p)
+	h := f.srv.Handler()
+	podReview := func(image string) []byte {
+		return fmt.Appendf(nil, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1",`+
+			`"kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"team-a","operation":"CREATE",`+
+			`"userInfo":{"username":"alice"},"object":{"metadata":{"name":"web"},"spec":{"containers":[{"name":"app","image":%q}]}}}}`, image)
+	}
+	validate := func(object []byte) (bool, string) {
+		t.Helper()
+		rec := post(h, server.PathValidate, "application/json", object)
+		resp := parseHeader(t, rec.Body.Bytes())
+		if resp.Response == nil {
+			t.Fatalf("validate: %d %s", rec.Code, rec.Body)
+		}
+		return resp.Response.Allowed, rec.Body.String()
+	}
+
+	body := podReview(tag.String())
+	reply := parseMutateReply(t, post(h, server.PathMutate, "application/json", body).Body.Bytes())
+	patch, err := jsonpatch.DecodePatch(reply.Response.Patch)
+	if err != nil {
+		t.Fatalf("pinning: no patch (%v); warnings %q", err, reply.Response.Warnings)
+	}
+	podObject := fmt.Appendf(nil, `{"metadata":{"name":"web"},"spec":{"containers":[{"name":"app","image":%q}]}}`, tag.String())
+	patched, err := patch.Apply(podObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := tag.String() + "@" + want.String()
+	if !strings.Contains(string(patched), pinned) {
+		t.Errorf("pinned pod %s, want the image %s (the index digest)", patched, pinned)
+	}
+	if ok, reason := validate(podReview(pinned)); !ok {
+		t.Errorf("validation of the pinned pod refused it: %s", reason)
+	}
+
+	hanging.Store(true)
+	other := host + "/team/other:2.0"
+	reply = parseMutateReply(t, post(h, server.PathMutate, "application/json", podReview(other)).Body.Bytes())
+	if !reply.Response.Allowed || len(reply.Response.Patch) > 0 || len(reply.Response.Warnings) != 1 ||
+		!strings.Contains(reply.Response.Warnings[0], `did not pin container "app" image "`+other+`"`) {
+		t.Errorf("with the registry hanging: got allowed %v, patch %s, warnings %q; want allowed unpinned with a warning naming the image",
+			reply.Response.Allowed, reply.Response.Patch, reply.Response.Warnings)
+	}
+	if ok, reason := validate(podReview(other)); ok || !strings.Contains(reason, "digest") {
+		t.Errorf("validation of the unpinned pod: allowed %v (%s); want refused for its missing digest", ok, reason)
+	}
+	if !strings.Contains(f.logs.String(), `"msg":"image not pinned"`) {
+		t.Errorf("no log line for the unpinned image:\n%s", f.logs)
+	}
+}
