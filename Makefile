@@ -63,6 +63,16 @@ stress: build ## Hostile load (huge and held bodies, idle HTTP/2, an alias bomb)
 e2e: ## End-to-end tests against a real kube-apiserver (builds it once, cached in ~/.cache/imagegate).
 	hack/e2e.sh
 
+.PHONY: helm
+helm: ## helm lint and helm template of config/helm/imagegate, and check config/ is what it renders (hack/render-config.sh --check).
+	$$(hack/install-helm.sh) lint --strict config/helm/imagegate
+	$$(hack/install-helm.sh) template imagegate config/helm/imagegate --namespace imagegate >/dev/null
+	hack/render-config.sh --check
+
+.PHONY: render
+render: ## Rewrite config/'s kustomize files from the Helm chart (hack/render-config.sh).
+	hack/render-config.sh
+
 .PHONY: image
 image: ## Build the container image (needs a Docker engine; nothing else does).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) .

@@ -1,0 +1,105 @@
+{{/* Labels on every object: what config/kustomization.yaml's labels add. */}}
+{{- define "imagegate.labels" -}}
+app.kubernetes.io/name: imagegate
+app.kubernetes.io/part-of: imagegate
+{{- if .Values.helmLabels }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ include "imagegate.tag" . | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+{{- end }}
+
+{{/* The pods' selector; immutable once installed, so no release label. */}}
+{{- define "imagegate.selectorLabels" -}}
+app.kubernetes.io/name: imagegate
+app.kubernetes.io/component: webhook
+{{- end }}
+
+{{- define "imagegate.tag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion -}}
+{{- end }}
+
+{{- define "imagegate.image" -}}
+{{- $ref := .Values.image.repository -}}
+{{- with include "imagegate.tag" . }}{{ $ref = printf "%s:%s" $ref . }}{{ end -}}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end -}}
+{{- $ref -}}
+{{- end }}
+
+{{/* The Service's DNS names, which the serving certificate must carry. */}}
+{{- define "imagegate.dnsNames" -}}
+{{- list (printf "imagegate.%s.svc" .Release.Namespace) (printf "imagegate.%s.svc.cluster.local" .Release.Namespace) | toJson -}}
+{{- end }}
+
+{{/*
+tls.source=generate: the CA and serving certificate, as a dict of PEMs.
+Made once per render (cached in .Values, since every include would
+otherwise generate anew), and taken from the Secret when the cluster has it,
+so `helm upgrade` keeps them and the caBundle still matches.
+*/}}
+{{- define "imagegate.generatedTLS" -}}
+{{- if not (hasKey .Values "__generatedTLS") -}}
+{{- $pems := dict -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.tls.secretName -}}
+{{- if and $secret (hasKey ($secret.data | default dict) "ca.crt") -}}
+{{- $pems = dict "ca" (index $secret.data "ca.crt" | b64dec) "crt" (index $secret.data "tls.crt" | b64dec) "key" (index $secret.data "tls.key" | b64dec) -}}
+{{- else -}}
+{{- $ca := genCA "imagegate-webhook-ca" (int .Values.tls.validityDays) -}}
+{{- $cert := genSignedCert (printf "imagegate.%s.svc" .Release.Namespace) nil (include "imagegate.dnsNames" . | fromJsonArray) (int .Values.tls.validityDays) $ca -}}
+{{- $pems = dict "ca" $ca.Cert "crt" $cert.Cert "key" $cert.Key -}}
+{{- end -}}
+{{- $_ := set .Values "__generatedTLS" $pems -}}
+{{- end -}}
+{{- toJson (index .Values "__generatedTLS") -}}
+{{- end }}
+
+{{/* clientConfig.caBundle, or cert-manager's annotation, for both webhooks. */}}
+{{- define "imagegate.caBundle" -}}
+{{- if eq .Values.tls.source "generate" -}}
+caBundle: {{ (include "imagegate.generatedTLS" . | fromJson).ca | b64enc }}
+{{- end -}}
+{{- end }}
+
+{{- define "imagegate.webhookAnnotations" -}}
+{{- if eq .Values.tls.source "certManager" -}}
+annotations:
+  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/imagegate
+{{- end -}}
+{{- end }}
+
+{{- define "imagegate.namespaceSelector" -}}
+{{- if .Values.webhook.namespaceSelector -}}
+{{- toYaml .Values.webhook.namespaceSelector }}
+{{- else -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: [{{ range $i, $ns := prepend .Values.webhook.exemptNamespaces .Release.Namespace | uniq }}{{ if $i }}, {{ end }}{{ $ns | quote }}{{ end }}]
+{{- end }}
+{{- end }}
+
+{{/* Both webhooks' rules: pods, and every object that makes pods. */}}
+{{- define "imagegate.rules" -}}
+- apiGroups: [""]
+  apiVersions: ["v1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["pods", "replicationcontrollers", "podtemplates"]
+  scope: Namespaced
+# kubectl debug adds an ephemeral container to a running pod.
+- apiGroups: [""]
+  apiVersions: ["v1"]
+  operations: ["UPDATE"]
+  resources: ["pods/ephemeralcontainers"]
+  scope: Namespaced
+- apiGroups: ["apps"]
+  apiVersions: ["v1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["deployments", "replicasets", "statefulsets", "daemonsets"]
+  scope: Namespaced
+- apiGroups: ["batch"]
+  apiVersions: ["v1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["jobs", "cronjobs"]
+  scope: Namespaced
+{{- end }}
