@@ -34,7 +34,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXAMPLES="$ROOT/examples/apiserver"
 REGISTRY=registry.my.com
-SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook image_volume controllers helm)
+SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook image_volume controllers helm live_audit)
 
 source "$ROOT/hack/e2e/lib.sh"
 source "$ROOT/hack/e2e/controlplane.sh"
@@ -47,6 +47,7 @@ source "$ROOT/hack/e2e/mutating-webhook.sh"
 source "$ROOT/hack/e2e/image-volume.sh"
 source "$ROOT/hack/e2e/controllers.sh"
 source "$ROOT/hack/e2e/helm.sh"
+source "$ROOT/hack/e2e/live-audit.sh"
 
 TIMINGS= # "what Ns, " for the summary
 BG_PIDS=() # background jobs (cert_rotation's request streams), for the cleanup

@@ -1,17 +1,26 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/imagegate/imagegate/pkg/audit"
 	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/version"
 )
 
-// audit judges what kubectl says already runs.
-func (a *App) audit(args []string) int {
+// audit judges what already runs: what kubectl printed, or what the
+// apiserver lists.
+func (a *App) audit(ctx context.Context, args []string) int {
 	pc := config.DefaultPolicy()
 	if err := pc.ApplyEnv(a.LookupEnv); err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
@@ -19,10 +28,14 @@ func (a *App) audit(args []string) int {
 	}
 	fs := pflag.NewFlagSet("audit", pflag.ContinueOnError)
 	pc.AddFlags(fs)
-	file := fs.StringP("filename", "f", "", "kubectl's JSON output to audit, or - for standard input (required)")
+	file := fs.StringP("filename", "f", "", "kubectl's JSON output to audit, or - for standard input")
+	kubeconfig := fs.String("kubeconfig", "", "list the objects from the cluster of this kubeconfig file's current context")
+	namespace := fs.StringP("namespace", "n", "", "list only this namespace (default: all namespaces)")
+	chunkSize := fs.Int64("chunk-size", audit.DefaultChunkSize, "objects to list per page; 0 lists each kind in one response")
 	output := fs.StringP("output", "o", "table", "table or json")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: imagegate audit -f FILE|- [flags]
+       imagegate audit [--kubeconfig FILE] [-n NAMESPACE] [flags]
 
 Report every container whose image the policy finds a violation in, from
 what kubectl prints:
@@ -32,6 +45,13 @@ what kubectl prints:
 
 A List, a typed list or a single object; pods and the pod templates of
 workloads are judged in their namespace, objects of other kinds are skipped.
+
+Without -f it lists them from the cluster itself, the one of --kubeconfig
+or, run in a pod, its own (in-cluster configuration with the pod's service
+account): pods, podtemplates, replicationcontrollers, deployments,
+replicasets, statefulsets, daemonsets, jobs and cronjobs, in all namespaces
+or --namespace, --chunk-size at a time. It needs list on each of them,
+and prints what -f would print for the same objects.
 Each finding names the namespace, kind/name, container, image, the rule
 (policy rule/check), what the policy would do (denied, or admitted by warn
 mode or break-glass) and why. With rewrite rules (--registry-mirror, or
@@ -39,7 +59,8 @@ rewrites in the policy file) images are judged as the mutating webhook
 would rewrite them: the images a rewrite changes are listed apart, with the
 checks it fixes, and what stays wrong is a finding naming the rewrite.
 Run it before enforcing a policy.
-Exit status: 0 no findings, 1 findings, 2 usage error or unreadable input.
+Exit status: 0 no findings, 1 findings, 2 usage error, unreadable input
+or a list the apiserver refused.
 
 Flags:
 %s`, fs.FlagUsages())
@@ -51,8 +72,11 @@ Flags:
 	case fs.NArg() > 0:
 		fmt.Fprintf(a.Stderr, "imagegate audit: unexpected arguments %q; the objects come from -f\n", fs.Args())
 		return ExitUsage
-	case *file == "":
-		fmt.Fprintln(a.Stderr, "imagegate audit: -f FILE or -f - (standard input) is required")
+	case *file != "" && (fs.Changed("kubeconfig") || fs.Changed("namespace") || fs.Changed("chunk-size")):
+		fmt.Fprintln(a.Stderr, "imagegate audit: -f reads the objects from a file; --kubeconfig, --namespace and --chunk-size are for listing them from the cluster")
+		return ExitUsage
+	case *chunkSize < 0:
+		fmt.Fprintf(a.Stderr, "imagegate audit: --chunk-size %d: want 0 or more\n", *chunkSize)
 		return ExitUsage
 	case *output != "table" && *output != "json":
 		fmt.Fprintf(a.Stderr, "imagegate audit: --output %q: want table or json\n", *output)
@@ -67,23 +91,17 @@ Flags:
 	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "imagegate audit: warning: %s\n", w)
 	}
-	in := a.Stdin
-	if *file != "-" {
-		f, err := os.Open(*file)
-		if err != nil {
-			fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
-			return ExitUsage
+	var rep *audit.Report
+	if *file != "" {
+		rep, err = a.readAudit(p, *file)
+	} else {
+		var cs kubernetes.Interface
+		if cs, err = a.clientset(*kubeconfig); err == nil {
+			rep, err = audit.Live(ctx, p, cs, *namespace, *chunkSize)
 		}
-		defer f.Close()
-		in = f
 	}
-	if in == nil {
-		fmt.Fprintln(a.Stderr, "imagegate audit: no standard input")
-		return ExitUsage
-	}
-	rep, err := audit.Audit(p, in)
 	if err != nil {
-		fmt.Fprintf(a.Stderr, "imagegate audit: %s: %v\n", *file, err)
+		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 		return ExitUsage
 	}
 	if *output == "json" {
@@ -99,4 +117,49 @@ Flags:
 		return ExitDenied
 	}
 	return ExitOK
+}
+
+// readAudit audits kubectl's JSON output in file, - for standard input.
+func (a *App) readAudit(p *policy.Policy, file string) (*audit.Report, error) {
+	in := a.Stdin
+	if file != "-" {
+		f, err := os.Open(file) //nolint:gosec // the file the operator named with -f
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
+	}
+	if in == nil {
+		return nil, errors.New("no standard input")
+	}
+	rep, err := audit.Audit(p, in)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return rep, nil
+}
+
+// clientset connects to the cluster of kubeconfig or, without one, to the
+// cluster of the pod it runs in.
+func (a *App) clientset(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else if _, inPod := a.LookupEnv("KUBERNETES_SERVICE_HOST"); !inPod {
+		// Asked through LookupEnv, as rest.InClusterConfig would ask the
+		// process, so that tests see no cluster.
+		return nil, errors.New("-f FILE, -f - (standard input) or --kubeconfig FILE is required outside a pod")
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster configuration: %w", err)
+	}
+	cfg.UserAgent = "imagegate-audit/" + version.Version
+	// Without a bound a stalled apiserver would hang the audit: it is given
+	// no context that a signal cancels.
+	cfg.Timeout = time.Minute
+	return kubernetes.NewForConfig(cfg)
 }

@@ -54,6 +54,7 @@ Usage:
   imagegate serve [flags]            serve the ImagePolicyWebhook, validating- and mutating-webhook backends over HTTPS
   imagegate check [flags] IMAGE...   judge images offline with the same policy flags or --config file
   imagegate audit -f FILE|- [flags]  report what already runs (kubectl get ... -A -o json) that the policy refuses
+  imagegate audit [--kubeconfig F]   the same, listing the live cluster (in a pod: its service account)
   imagegate version                  print the version
 
 Run 'imagegate COMMAND --help' for a command's flags. For kube-image-bouncer
@@ -74,7 +75,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	case cmd == "check":
 		return a.check(rest)
 	case cmd == "audit":
-		return a.audit(rest)
+		return a.audit(ctx, rest)
 	case cmd == "version":
 		fmt.Fprintln(a.Stdout, version.String())
 		return ExitOK
