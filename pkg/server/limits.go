@@ -15,7 +15,7 @@ import (
 )
 
 // What callers can make imagegate hold is bounded by these limits, sized
-// so that its resident memory stays under the shipped Deployment's 128Mi
+// so that its resident memory stays under the shipped Deployment's 160Mi
 // whatever they send (config/README.md works the sum out):
 //
 //   - bodies in flight: at most SmallBodyBudget for the first
