@@ -34,7 +34,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 EXAMPLES="$ROOT/examples/apiserver"
 REGISTRY=registry.my.com
-SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook image_volume controllers helm live_audit)
+SCENARIOS=(image_policy_webhook fail_closed validating_webhook mutual_tls policy_reload cert_rotation mutating_webhook digest_pinning image_volume controllers helm live_audit)
 
 source "$ROOT/hack/e2e/lib.sh"
 source "$ROOT/hack/e2e/controlplane.sh"
@@ -44,6 +44,7 @@ source "$ROOT/hack/e2e/mutual-tls.sh"
 source "$ROOT/hack/e2e/policy-reload.sh"
 source "$ROOT/hack/e2e/cert-rotation.sh"
 source "$ROOT/hack/e2e/mutating-webhook.sh"
+source "$ROOT/hack/e2e/digest-pinning.sh"
 source "$ROOT/hack/e2e/image-volume.sh"
 source "$ROOT/hack/e2e/controllers.sh"
 source "$ROOT/hack/e2e/helm.sh"

@@ -3,14 +3,26 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/server"
 )
@@ -166,6 +178,76 @@ func BenchmarkHandlerNewGoroutine(b *testing.B) {
 				if code := <-done; code != http.StatusOK {
 					b.Fatal(code)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkMutatePin measures /mutate on the 3-image Deployment with
+// pinning on and every tag in the digest cache (the real Resolver, warmed
+// by one review against an in-process TLS registry), and the same review
+// with pinning off: the difference is what pinning costs once the cache
+// answers, the patch and the three "image pinned" log lines included. It
+// fails if the registry is asked during the timed loop.
+func BenchmarkMutatePin(b *testing.B) {
+	var asked atomic.Int64
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		reg.ServeHTTP(w, r)
+	}))
+	b.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	for _, repo := range []string{"shop/checkout-migrate:3.12.0", "shop/checkout:3.12.0", "platform/envoy:v1.31.2"} {
+		img, err := random.Image(256, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tag, err := name.NewTag(host + "/" + repo)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	caFile := filepath.Join(b.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	rec := metrics.New()
+	res, err := digest.New(digest.Options{CAFile: caFile, Metrics: rec})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := bytes.ReplaceAll(compactFile(b, "testdata/bench/deployment-create.request.json"), []byte("registry.my.com/"), []byte(host+"/"))
+	logger := slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, pin := range []bool{false, true} {
+		p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, AllowedRegistries: []string{host}, RejectLatest: true, PinDigests: pin}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var active atomic.Pointer[policy.Policy]
+		active.Store(p)
+		h := server.New(server.Options{Policy: &active, Log: logger, Metrics: rec, RequestTimeout: 10 * time.Second, Resolver: res, PinTimeout: 3 * time.Second}).Handler()
+		b.Run(map[bool]string{false: "pin=off", true: "pin=on/cache-hit"}[pin], func(b *testing.B) {
+			var reply mutateReply
+			if err := json.Unmarshal(post(h, server.PathMutate, "application/json", body).Body.Bytes(), &reply); err != nil {
+				b.Fatal(err)
+			}
+			if got, want := bytes.Count(reply.Response.Patch, []byte("@sha256:")), map[bool]int{false: 0, true: 3}[pin]; got != want || !reply.Response.Allowed {
+				b.Fatalf("warm-up review: got %d pinned images (allowed %v, warnings %q), want %d", got, reply.Response.Allowed, reply.Response.Warnings, want)
+			}
+			before := asked.Load()
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if rr := post(h, server.PathMutate, "application/json", body); rr.Code != http.StatusOK {
+					b.Fatal(rr.Code)
+				}
+			}
+			if n := asked.Load() - before; n != 0 {
+				b.Fatalf("the registry was asked %d times in the timed loop, want 0 (every tag cached)", n)
 			}
 		})
 	}
