@@ -103,23 +103,7 @@ ctl_breakglass() {
 	local vw='admission webhook "controllers\.imagegate\.dev" denied the request: '
 	local flag=ops.image-policy.k8s.io/break-glass=true expires=ops.image-policy.k8s.io/expires
 	img=$(fresh_image bg docker.io)
-	kc apply -f - <<-EOF
-		apiVersion: admissionregistration.k8s.io/v1
-		kind: ValidatingWebhookConfiguration
-		metadata: {name: imagegate-controllers-$r}
-		webhooks:
-		  - name: controllers.imagegate.dev
-		    clientConfig:
-		      url: https://127.0.0.1:$IMAGEGATE_PORT/validate
-		      caBundle: $(base64 -w0 <"$WORK/pki/ca.crt")
-		    rules:
-		      - {apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}
-		    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-		    admissionReviewVersions: [v1]
-		    sideEffects: None
-		    failurePolicy: Fail
-		    timeoutSeconds: 5
-	EOF
+	register_webhook "imagegate-controllers-$r" controllers.imagegate.dev "{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods]}" "$ns"
 	((KC_RC == 0)) || fail "a validating webhook for pods in $ns is registered" "$KC_OUT"
 	# The probe passes ImagePolicyWebhook (an expired break-glass) and only
 	# the validating webhook refuses it.

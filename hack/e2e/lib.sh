@@ -233,6 +233,30 @@ kc() {
 	KC_OUT=$("$KUBECTL" --request-timeout=60s "$@" 2>&1) || KC_RC=$?
 }
 
+# register_webhook CONFIG NAME RULE NS: registers imagegate's /validate as
+# the validating webhook NAME, in the configuration CONFIG, for RULE (one
+# rules entry, in flow style) in namespace NS only, failing closed; KC_RC and
+# KC_OUT say how kubectl fared.
+register_webhook() {
+	kc apply -f - <<-EOF
+		apiVersion: admissionregistration.k8s.io/v1
+		kind: ValidatingWebhookConfiguration
+		metadata: {name: $1}
+		webhooks:
+		  - name: $2
+		    clientConfig:
+		      url: https://127.0.0.1:$IMAGEGATE_PORT/validate
+		      caBundle: $(base64 -w0 <"$WORK/pki/ca.crt")
+		    rules:
+		      - $3
+		    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $4}}
+		    admissionReviewVersions: [v1]
+		    sideEffects: None
+		    failurePolicy: Fail
+		    timeoutSeconds: 5
+	EOF
+}
+
 # expect_ok DESCRIPTION -- KUBECTL-ARGS...: the command succeeds.
 # expect_created is the same, named for what a create or run means.
 expect_ok() {

@@ -43,23 +43,7 @@ scenario_policy_reload() {
 	starts=$(grep -c '"msg":"starting"' "$LOGS/imagegate.log")
 	expect_metric "imagegate --config serves policy v1 ($h1)" imagegate "imagegate_policy_info{hash=\"$h1\"}" 1
 
-	kc apply -f - <<-EOF
-		apiVersion: admissionregistration.k8s.io/v1
-		kind: ValidatingWebhookConfiguration
-		metadata: {name: imagegate-reload-$r}
-		webhooks:
-		  - name: reload.imagegate.dev
-		    clientConfig:
-		      url: https://127.0.0.1:$IMAGEGATE_PORT/validate
-		      caBundle: $(base64 -w0 <"$WORK/pki/ca.crt")
-		    rules:
-		      - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}
-		    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
-		    admissionReviewVersions: [v1]
-		    sideEffects: None
-		    failurePolicy: Fail
-		    timeoutSeconds: 5
-	EOF
+	register_webhook "imagegate-reload-$r" reload.imagegate.dev "{apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}" "$ns"
 	((KC_RC == 0)) || fail "a validating webhook for Deployments in $ns is registered" "$KC_OUT"
 	await_kc "webhook reload.imagegate.dev is in force" "$vw" -- \
 		create deployment probe -n "$ns" --image=nginx:1.25 --dry-run=server || return 0
