@@ -285,22 +285,16 @@ func (p *PolicyConfig) MarkExplicit(fs *pflag.FlagSet, lookup func(string) (stri
 		list := splitValues(p.AllowedRegistries)
 		o.AllowedRegistries = &list
 	}
-	if fs.Changed("reject-latest") {
-		v := p.RejectLatest
-		o.RejectLatest = &v
+	given := func(flag string, v bool) *bool {
+		if !fs.Changed(flag) {
+			return nil
+		}
+		return &v
 	}
-	if fs.Changed("allow-break-glass") {
-		v := p.AllowBreakGlass
-		o.AllowBreakGlass = &v
-	}
-	if fs.Changed("require-fully-qualified") {
-		v := p.RequireFullyQualified
-		o.RequireFullyQualified = &v
-	}
-	if fs.Changed("pin-digests") {
-		v := p.PinDigests
-		o.PinDigests = &v
-	}
+	o.RejectLatest = given("reject-latest", p.RejectLatest)
+	o.AllowBreakGlass = given("allow-break-glass", p.AllowBreakGlass)
+	o.RequireFullyQualified = given("require-fully-qualified", p.RequireFullyQualified)
+	o.PinDigests = given("pin-digests", p.PinDigests)
 	if fs.Changed("mode") {
 		mode := strings.ToLower(strings.TrimSpace(p.Mode))
 		o.Mode = &mode
