@@ -104,10 +104,10 @@ func ParseBreakGlass(annotations map[string]string) BreakGlass {
 			}
 		case name == ticketName && value != breakGlassValue:
 			if t := strings.TrimFunc(value, blank); strings.IndexFunc(t, visible) >= 0 {
-				tickets = append(tickets, printable(t, maxTicketLen))
+				tickets = append(tickets, Printable(t, maxTicketLen))
 			}
 		case name == expiresName && value != breakGlassValue:
-			b.Expires = append(b.Expires, printable(strings.TrimFunc(value, blank), maxExpiresLen))
+			b.Expires = append(b.Expires, Printable(strings.TrimFunc(value, blank), maxExpiresLen))
 		case value == breakGlassValue:
 			b.Requested = true
 			b.Keys = append(b.Keys, key)
@@ -156,9 +156,10 @@ func visible(r rune) bool {
 	return unicode.In(r, unicode.L, unicode.N, unicode.P, unicode.S) && !invisible(r) && r != utf8.RuneError
 }
 
-// printable makes s single-line and printable, every space a ' ' and every
-// rune that does not print U+FFFD, then cuts it to n bytes.
-func printable(s string, n int) string {
+// Printable makes s single-line and printable, every space a ' ' and every
+// rune that does not print U+FFFD, then cuts it to n bytes: how text a
+// request or a registry wrote is made safe to print.
+func Printable(s string, n int) string {
 	s = strings.Map(func(r rune) rune {
 		switch {
 		case unicode.Is(unicode.Zs, r):

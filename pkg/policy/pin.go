@@ -15,6 +15,9 @@ type Pin struct {
 	// Lookup is Ref normalised (docker.io/library/nginx:1.25): what the
 	// registry named in it is asked for.
 	Lookup string
+	// Digest is the digest Ref already carries, from [Policy.Tags]; empty
+	// from [Policy.Pins].
+	Digest string
 }
 
 // HasPins reports whether any rule pins digests, so the mutating webhook
@@ -32,6 +35,18 @@ func (p *Policy) HasPins() bool { return p.pins }
 // honoured break-glass (see [RewritePlan.BreakGlass]) nothing is pinned.
 // Pins is pure: the lookups are the caller's.
 func (p *Policy) Pins(in Input, plan RewritePlan) []Pin {
+	return p.tags(in, plan, false)
+}
+
+// Tags is [Policy.Pins] with the images already pinned too: each tagged
+// image the rule would pin or has pinned (repo:tag@digest), with Digest
+// set to the digest it carries. Lookup is then the tag alone, so an audit
+// can tell whether the tag still resolves to the digest admitted.
+func (p *Policy) Tags(in Input, plan RewritePlan) []Pin {
+	return p.tags(in, plan, true)
+}
+
+func (p *Policy) tags(in Input, plan RewritePlan, digested bool) []Pin {
 	r, _ := p.ruleFor(in.Namespace)
 	if !r.pinDigests || plan.BreakGlass || len(plan.Results) != len(in.Images) {
 		return nil
@@ -46,16 +61,24 @@ func (p *Policy) Pins(in Input, plan RewritePlan) []Pin {
 		if err != nil {
 			continue
 		}
-		if _, digested := named.(reference.Digested); digested {
+		tagged, ok := named.(reference.Tagged)
+		if !ok {
 			continue
 		}
-		if _, tagged := named.(reference.Tagged); !tagged {
-			continue
+		pin := Pin{Index: i, Ref: ref, Lookup: named.String()}
+		if d, ok := named.(reference.Digested); ok {
+			if !digested {
+				continue
+			}
+			pin.Digest = d.Digest().String()
+			if t, err := reference.WithTag(reference.TrimNamed(named), tagged.Tag()); err == nil {
+				pin.Lookup = t.String()
+			}
 		}
 		if !allowedButForDigest(p.cache.judge(r, nil, Image{Ref: ref})) {
 			continue
 		}
-		pins = append(pins, Pin{Index: i, Ref: ref, Lookup: named.String()})
+		pins = append(pins, pin)
 	}
 	return pins
 }

@@ -70,3 +70,31 @@ func TestPinsTaggedImagesTheRuleAllows(t *testing.T) {
 		})
 	}
 }
+
+// Tags is Pins with the images already pinned: an audit asks what their
+// tag resolves to now, so Lookup drops the digest they carry.
+func TestTagsIncludePinnedImages(t *testing.T) {
+	t.Parallel()
+	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, PinDigests: true,
+		AllowedRegistries: []string{"registry.my.com"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := policy.Input{Namespace: "team-a", Images: []policy.Image{
+		{Container: "pinned", Ref: "registry.my.com/team/app:1.4" + shaDigest},
+		{Container: "digest-only", Ref: "registry.my.com/team/app" + shaDigest},
+		{Container: "tagged", Ref: "registry.my.com/team/web:2"},
+		{Container: "refused", Ref: "quay.io/team/app:1.4" + shaDigest},
+	}}
+	plan := p.Rewrite(in)
+	want := []policy.Pin{
+		{Index: 0, Ref: "registry.my.com/team/app:1.4" + shaDigest, Lookup: "registry.my.com/team/app:1.4", Digest: shaDigest[1:]},
+		{Index: 2, Ref: "registry.my.com/team/web:2", Lookup: "registry.my.com/team/web:2"},
+	}
+	if got := p.Tags(in, plan); !slices.Equal(got, want) {
+		t.Errorf("Tags: got %+v, want %+v", got, want)
+	}
+	if got := p.Pins(in, plan); !slices.Equal(got, want[1:]) {
+		t.Errorf("Pins: got %+v, want %+v", got, want[1:])
+	}
+}
