@@ -2,7 +2,8 @@
 # The Helm chart config/helm/imagegate is the one hand-kept copy of
 # imagegate's manifests; the kustomize files under config/ are rendered from
 # it: the base with config/helm/render/base.yaml (namespace imagegate), each
-# component's resources with base.yaml and that component's values file.
+# component's resources with base.yaml and that component's values file
+# (audit-report's with the chart's crds/ too, helm template --include-crds).
 # The components' kustomization.yaml patches (Deployment arguments and
 # volumes, annotations) are kept by hand; the e2e scenario `helm` checks that
 # `kubectl kustomize` of config/ with each component renders the objects the
@@ -23,16 +24,18 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART=$ROOT/config/helm/imagegate
 CHART_README=${CHART}/README.md
 VALUES=$ROOT/config/helm/render
-COMPONENTS=(mutating-webhook cert-manager policy-file client-auth hpa prometheus)
-# The chart's templates each part of config/ is made of. policy-file and
-# client-auth add no object of their own (kustomize patches and a
-# configMapGenerator over config/policy-file/policy.yaml).
+COMPONENTS=(mutating-webhook cert-manager policy-file client-auth hpa prometheus audit-report)
+# The chart's templates each part of config/ is made of (crds/NAME: the
+# chart's crds/NAME.yaml). policy-file and client-auth add no object of
+# their own (kustomize patches and a configMapGenerator over
+# config/policy-file/policy.yaml).
 declare -A OUTPUTS=(
 	[base]="namespace serviceaccount deployment service poddisruptionbudget validatingwebhookconfiguration"
 	[mutating-webhook]=mutatingwebhookconfiguration
 	[cert-manager]=certificate
 	[hpa]=hpa
 	[prometheus]="servicemonitor prometheusrule"
+	[audit-report]="audit-serviceaccount audit-clusterrole audit-clusterrolebinding audit-cronjob crds/reports"
 )
 
 # template PART [HELM FLAG...]: helm template of the base, or of the base with
@@ -50,23 +53,35 @@ template() {
 	# The same file as the kustomize component's configMapGenerator, as text,
 	# so both ConfigMaps carry it byte for byte, comments included.
 	[[ $part != policy-file ]] || args+=(--set-file "policy=$ROOT/config/policy-file/policy.yaml")
+	# Helm applies crds/ before the templates and never templates it; the
+	# component ships the CRD as a resource like any other.
+	[[ $part != audit-report ]] || args+=(--include-crds)
 	"$HELM" "${args[@]}" "$@"
+}
+
+# output PART NAME: where NAME (an OUTPUTS entry) of PART is written, relative
+# to config/.
+output() {
+	local rel=${2##*/}.yaml
+	[[ $1 == base ]] || rel=$1/$rel
+	echo "$rel"
 }
 
 # render DIR: write every rendered file under DIR, laid out as config/.
 render() {
-	local dir=$1 part name out
+	local dir=$1 part name src out
 	for part in base "${COMPONENTS[@]}"; do
 		for name in ${OUTPUTS[$part]-}; do
-			out=$dir/$name.yaml
-			[[ $part == base ]] || out=$dir/$part/$name.yaml
+			src=templates/$name.yaml
+			[[ $name != */* ]] || src=$name.yaml
+			out=$dir/$(output "$part" "$name")
 			mkdir -p "$(dirname "$out")"
 			{
-				echo "# Rendered by hack/render-config.sh from config/helm/imagegate/templates/$name.yaml:"
+				echo "# Rendered by hack/render-config.sh from config/helm/imagegate/$src:"
 				echo "# edit the chart and run the script; CI fails when this file differs."
 				# helm's "---" and "# Source:" before each document, except the
 				# separators between documents of the same file.
-				template "$part" --show-only "templates/$name.yaml" |
+				template "$part" --show-only "$src" |
 					awk 'NR == 1 && $0 == "---" { next } /^# Source: / { next } { print }'
 			} >"$out"
 		done
@@ -131,8 +146,7 @@ main() {
 		render "$TMP"
 		for part in base "${COMPONENTS[@]}"; do
 			for name in ${OUTPUTS[$part]-}; do
-				rel=$name.yaml
-				[[ $part == base ]] || rel=$part/$name.yaml
+				rel=$(output "$part" "$name")
 				diff -u "$ROOT/config/$rel" "$TMP/$rel" || failed=1
 			done
 		done

@@ -83,7 +83,11 @@ start_etcd() {
 # port in PORTVAR over this run's etcd, with the flags every apiserver here
 # needs plus ARGs; writes KUBECONFIG to reach it. Returns once it serves the
 # default and kube-system namespaces, or 2 when its port was taken (see
-# on_free_ports).
+# on_free_ports). It authorizes with AUTHORIZATION_MODE (default
+# AlwaysAllow; a caller sets RBAC, say, for a scenario that checks
+# permissions: the static-token admin is in system:masters, so it keeps
+# every right). A variable, not an ARG: a second --authorization-mode would
+# be appended to the first (AlwaysAllow, which allows all), not replace it.
 start_apiserver() {
 	local name=$1 portvar=$2 kubeconfig=$3 cfg=$WORK/apiserver ns
 	shift 3
@@ -101,7 +105,7 @@ start_apiserver() {
 		--service-cluster-ip-range=10.96.0.0/16 \
 		--endpoint-reconciler-type=none \
 		--token-auth-file="$cfg/tokens.csv" \
-		--authorization-mode=AlwaysAllow \
+		--authorization-mode="${AUTHORIZATION_MODE:-AlwaysAllow}" \
 		--disable-admission-plugins=ServiceAccount \
 		--v=2 "$@"
 	# /readyz first, then the namespaces the apiserver creates in the

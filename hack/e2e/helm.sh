@@ -6,10 +6,17 @@
 #    file, config/helm/render/*.yaml; and every option at once) is rendered
 #    with `helm template` and applied with `kubectl apply --dry-run=server`:
 #    the apiserver validates and admits every object without storing it.
+#    With audit.enabled (the audit-report set, and every option at once) the
+#    Report CRD (--include-crds) and the audit CronJob, whose policy flags,
+#    policy volume, image and security context must be the Deployment's.
 # 2. config/ with each kustomize component renders the same objects as the
 #    chart with that component's values file (`kubectl kustomize` against
 #    hack/render-config.sh --template, compared as JSON): the components'
-#    hand-kept patches agree with the chart.
+#    hand-kept patches agree with the chart. So does config/ with
+#    audit-report, mutating-webhook and policy-file, in that order, against
+#    the chart with their three values files, and in both the audit CronJob
+#    has the Deployment's policy flags and volume: the two components patch
+#    the CronJob as they patch the Deployment.
 #
 # cert-manager's and the Prometheus Operator's CRDs are not on the e2e
 # apiserver. Minimal stand-ins are installed for the run (the real group,
@@ -40,7 +47,7 @@ scenario_helm() {
 	expect_ok "the chart's Namespace imagegate is applied" -- apply -f "$dir/namespace.yaml"
 
 	# set NAME: a values set; its manifests in $dir/NAME.yaml.
-	local sets=(defaults base mutating-webhook policy-file cert-manager client-auth hpa prometheus everything)
+	local sets=(defaults base mutating-webhook policy-file cert-manager client-auth hpa prometheus audit-report everything)
 	for set in "${sets[@]}"; do
 		out=$dir/$set.yaml
 		case $set in
@@ -49,6 +56,7 @@ scenario_helm() {
 			"$render" --template policy-file -f "$ROOT/config/helm/render/mutating-webhook.yaml" \
 				-f "$ROOT/config/helm/render/cert-manager.yaml" -f "$ROOT/config/helm/render/client-auth.yaml" \
 				-f "$ROOT/config/helm/render/hpa.yaml" -f "$ROOT/config/helm/render/prometheus.yaml" \
+				-f "$ROOT/config/helm/render/audit-report.yaml" --include-crds \
 				--set-file clientAuth.caBundle="$WORK/pki/ca.crt" >"$out"
 			;;
 		*) "$render" --template "$set" >"$out" ;;
@@ -65,11 +73,21 @@ scenario_helm() {
 		'--client-ca-file=/client-ca/ca.crt' "$dir/client-auth.yaml"
 	expect_grep "everything: the ConfigMap imagegate-client-ca is made from clientAuth.caBundle" \
 		'^  name: imagegate-client-ca$' "$dir/everything.yaml"
+	expect_grep "audit-report: the chart ships the Report CRD (helm template --include-crds)" \
+		'^  name: reports\.openreports\.io$' "$dir/audit-report.yaml"
+	expect_same_policy "$dir/audit-report.yaml"
+	expect_same_policy "$dir/everything.yaml"
 
 	local component
-	for component in "" mutating-webhook cert-manager policy-file client-auth hpa prometheus; do
+	expect_same_as_kustomize
+	for component in mutating-webhook cert-manager policy-file client-auth hpa prometheus audit-report; do
 		expect_same_as_kustomize "$component"
 	done
+	# The components that change the policy, listed after audit-report as
+	# config/kustomization.yaml's comment says.
+	expect_same_as_kustomize audit-report mutating-webhook policy-file
+	expect_same_policy "$dir/kustomize-audit-report+mutating-webhook+policy-file.yaml"
+	expect_same_policy "$dir/chart-audit-report+mutating-webhook+policy-file.yaml"
 	expect_ok "the stand-in CRDs are deleted" -- delete -f "$crds"
 }
 
@@ -111,21 +129,72 @@ expect_dry_run() {
 	fi
 }
 
-# expect_same_as_kustomize [COMPONENT]: config/ (with COMPONENT enabled, as
-# config/kustomization.yaml's comment says) and the chart with that
-# component's values file render the same objects.
+# expect_same_policy FILE: in the manifests of FILE, the audit CronJob
+# runs imagegate audit --report --fail-on-findings=false with the
+# Deployment's policy flags, policy file volume and mount, and image, under
+# the same restricted security context.
+expect_same_policy() {
+	local file=$1 desc objects got
+	desc="${file##*/}: the audit CronJob judges with the Deployment's policy flags, policy volume, image and security context"
+	objects=$("$KUBECTL" create --dry-run=client -o json -f "$file" 2>&1) || {
+		fail "$desc" "kubectl create --dry-run=client -f $file: $objects"
+		return
+	}
+	got=$(jq -s '
+		def policy: [.[] | select(test("^--(registry-whitelist|mode|registry-mirror|config)="))];
+		def mine: [.[] | select(.name == "policy")];
+		[.[] | if .kind == "List" then .items[] else . end] |
+		(.[] | select(.kind == "Deployment") | .spec.template.spec) as $d |
+		(.[] | select(.kind == "CronJob") | .spec.jobTemplate.spec.template.spec) as $c |
+		$c.containers[0].args[:3] == ["audit", "--report", "--fail-on-findings=false"] and
+		($c.containers[0].args | policy) == ($d.containers[0].args | policy) and
+		($c.containers[0].args | policy | length) > 0 and
+		($c.containers[0].volumeMounts // [] | mine) == ($d.containers[0].volumeMounts | mine) and
+		($c.volumes // [] | mine) == ($d.volumes | mine) and
+		$c.containers[0].image == $d.containers[0].image and
+		$c.securityContext == $d.securityContext and
+		$c.containers[0].securityContext == $d.containers[0].securityContext and
+		$c.serviceAccountName == "imagegate-audit" and $c.automountServiceAccountToken == true' <<<"$objects" 2>&1)
+	if [[ $got == true ]]; then pass "$desc"; else fail "$desc" "jq said $got of $file"; fi
+}
+
+# expect_same_as_kustomize [COMPONENT...]: config/ (with the COMPONENTs
+# enabled in that order, as config/kustomization.yaml's comment says) and the
+# chart with their values files render the same objects, kept in
+# $WORK/helm/kustomize-NAME.yaml and chart-NAME.yaml (NAME: the components
+# joined by +, or base).
 expect_same_as_kustomize() {
-	local c=$1 tmp k h desc="kubectl kustomize config/${1:+ with component $1} equals the chart's rendering"
+	local tmp k h c name=base desc args=(--template "${1:-base}")
+	desc="kubectl kustomize config/${1:+ with $*} equals the chart's rendering"
+	(($# == 0)) || name=$(IFS=+ && echo "$*")
 	tmp=$(mktemp -d "$WORK/helm/kustomize.XXXXXX")
 	cp -R "$ROOT/config" "$tmp/config"
 	# config/kustomization.yaml lists its components commented out.
-	[[ -z $c ]] || printf 'components:\n  - %s\n' "$c" >>"$tmp/config/kustomization.yaml"
-	k=$(as_json < <("$KUBECTL" kustomize "$tmp/config" 2>&1)) || {
-		fail "$desc" "kubectl kustomize: $k"
+	(($# == 0)) || printf 'components:\n' >>"$tmp/config/kustomization.yaml"
+	for c; do
+		printf '  - %s\n' "$c" >>"$tmp/config/kustomization.yaml"
+	done
+	# The first component is render-config.sh's; the others' values files
+	# go on top, with what render-config.sh adds for them.
+	for c in "${@:2}"; do
+		args+=(-f "$ROOT/config/helm/render/$c.yaml")
+		[[ $c != policy-file ]] || args+=(--set-file "policy=$ROOT/config/policy-file/policy.yaml")
+		[[ $c != audit-report ]] || args+=(--include-crds)
+	done
+	"$KUBECTL" kustomize "$tmp/config" >"$WORK/helm/kustomize-$name.yaml" 2>"$tmp/err" || {
+		fail "$desc" "kubectl kustomize: $(tail -n 5 "$tmp/err")"
 		return
 	}
-	h=$(as_json < <("$ROOT/hack/render-config.sh" --template "${c:-base}" 2>&1)) || {
-		fail "$desc" "helm template: $h"
+	"$ROOT/hack/render-config.sh" "${args[@]}" >"$WORK/helm/chart-$name.yaml" 2>"$tmp/err" || {
+		fail "$desc" "hack/render-config.sh ${args[*]}: $(tail -n 5 "$tmp/err")"
+		return
+	}
+	k=$(as_json <"$WORK/helm/kustomize-$name.yaml" 2>&1) || {
+		fail "$desc" "kubectl create --dry-run=client of kubectl kustomize's output: $k"
+		return
+	}
+	h=$(as_json <"$WORK/helm/chart-$name.yaml" 2>&1) || {
+		fail "$desc" "kubectl create --dry-run=client of helm template's output: $h"
 		return
 	}
 	if [[ $k == "$h" ]]; then

@@ -33,8 +33,12 @@ import (
 // Finding is one violation of one container's image.
 type Finding struct {
 	Namespace string `json:"namespace"`
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
+	// APIVersion, Kind, Name and UID identify the object, as a report's
+	// resource reference needs it; UID is empty when the input has none.
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Name       string `json:"name"`
+	UID        string `json:"uid,omitempty"`
 	// Container names the container; Source says what it is when not a
 	// plain container ("init container", "ephemeral container", "volume").
 	Container string `json:"container"`
@@ -54,6 +58,19 @@ type Finding struct {
 	// BreakGlassRefused says why the object's break-glass request would be
 	// refused, when it has one.
 	BreakGlassRefused string `json:"breakGlassRefused,omitempty"`
+}
+
+// message is the finding's reason as the table prints it: what the image
+// was rewritten to, the reason, and why break-glass was refused.
+func (f Finding) message() string {
+	reason := f.Reason
+	if f.Rewritten != "" {
+		reason = "rewritten to " + f.Rewritten + ": " + reason
+	}
+	if f.BreakGlassRefused != "" {
+		reason += " (break-glass refused: " + f.BreakGlassRefused + ")"
+	}
+	return reason
 }
 
 // Rewrite is one image the mutating webhook would rewrite: to a mirror,
@@ -91,6 +108,10 @@ type Report struct {
 	// Rewrites are the images the rewrite rules would change, in input
 	// order, then image order.
 	Rewrites []Rewrite `json:"rewrites,omitempty"`
+	// Tags are the tagged images of rules that pin digests, with what
+	// each tag resolves to today once [Report.ResolveTags] has asked the
+	// registries; in input order, then image order.
+	Tags []Tag `json:"tags,omitempty"`
 	// Objects counts the objects judged, Images the images in them.
 	Objects int `json:"objects"`
 	Images  int `json:"images"`
@@ -107,6 +128,7 @@ type object struct {
 	Metadata        struct {
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
+		UID       string `json:"uid"`
 	} `json:"metadata"`
 	Items []json.RawMessage `json:"items"`
 }
@@ -174,10 +196,11 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 	// What the mutating webhook would make of the images, judged as the
 	// validating path would judge them then.
 	plan, d := p.EvaluateMutated(in)
+	rep.addTags(p, obj.Kind, obj.Metadata.Name, in, plan, raw)
 	for _, v := range d.Violations {
 		rep.Findings = append(rep.Findings, Finding{
-			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
-			Container: v.Container, Source: v.Source, Image: v.Image, Rewritten: v.Rewritten,
+			Namespace: obj.Metadata.Namespace, APIVersion: obj.APIVersion, Kind: obj.Kind, Name: obj.Metadata.Name,
+			UID: obj.Metadata.UID, Container: v.Container, Source: v.Source, Image: v.Image, Rewritten: v.Rewritten,
 			Check: v.Check, RuleName: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
 			BreakGlassRefused: d.BreakGlassRefused,
 		})
@@ -231,15 +254,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if f.Source != "" {
 			container += " (" + f.Source + ")"
 		}
-		reason := f.Reason
-		if f.Rewritten != "" {
-			reason = "rewritten to " + f.Rewritten + ": " + reason
-		}
-		if f.BreakGlassRefused != "" {
-			reason += " (break-glass refused: " + f.BreakGlassRefused + ")"
-		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s/%s\t%s\t%s\n", f.Namespace, f.Kind, f.Name, container,
-			quoteIfNeeded(f.Image), f.RuleName, f.Check, f.Outcome, reason)
+			quoteIfNeeded(f.Image), f.RuleName, f.Check, f.Outcome, f.message())
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -274,8 +290,14 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 	}
-	_, err := fmt.Fprintf(w, "%d finding(s) in %d object(s) with %d image(s), policy %s%s%s\n",
-		len(rep.Findings), rep.Objects, rep.Images, rep.Policy, rep.rewriteNote(), rep.skippedNote())
+	if len(rep.Findings)+len(rep.Rewrites) > 0 && len(rep.Tags) > rep.tagCounts()["current"] { // a section follows
+		fmt.Fprintln(w)
+	}
+	if err := rep.writeTags(w); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%d finding(s) in %d object(s) with %d image(s), policy %s%s%s%s\n",
+		len(rep.Findings), rep.Objects, rep.Images, rep.Policy, rep.rewriteNote(), rep.tagNote(), rep.skippedNote())
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,9 +34,11 @@ func (a *App) audit(ctx context.Context, args []string) int {
 	namespace := fs.StringP("namespace", "n", "", "list only this namespace (default: all namespaces)")
 	chunkSize := fs.Int64("chunk-size", audit.DefaultChunkSize, "objects to list per page; 0 lists each kind in one response")
 	output := fs.StringP("output", "o", "table", "table or json")
+	report := fs.Bool("report", false, "write the findings to the cluster as OpenReports Reports, one per namespace (not with -f)")
+	failOnFindings := fs.Bool("fail-on-findings", true, "exit 1 when there are findings; false exits 0 once the audit ran")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: imagegate audit -f FILE|- [flags]
-       imagegate audit [--kubeconfig FILE] [-n NAMESPACE] [flags]
+       imagegate audit [--kubeconfig FILE] [-n NAMESPACE] [--report] [flags]
 
 Report every container whose image the policy finds a violation in, from
 what kubectl prints:
@@ -59,8 +62,24 @@ rewrites in the policy file) images are judged as the mutating webhook
 would rewrite them: the images a rewrite changes are listed apart, with the
 checks it fixes, and what stays wrong is a finding naming the rewrite.
 Run it before enforcing a policy.
-Exit status: 0 no findings, 1 findings, 2 usage error, unreadable input
-or a list the apiserver refused.
+
+With --report, listing from the cluster, it also writes the findings as
+OpenReports Reports (openreports.io/v1alpha1, whose CRD must be installed:
+the Helm chart's crds/ or config/audit-report): one Report named imagegate
+in each namespace with findings, one result per finding (policy: the
+policy rule, rule: the check, result fail with severity high when denied,
+warn with severity medium when admitted by warn mode or break-glass, the
+object, the reason, and when it was first found), updated in place on the
+next run and deleted once the namespace is clean; at most 1000 results a
+Report. It needs list, create, update and delete on reports.openreports.io,
+and says on standard error what it wrote. Read them with
+
+  kubectl get reports -A
+  kubectl get report imagegate -n NAMESPACE -o yaml
+
+Exit status: 0 no findings (or --fail-on-findings=false), 1 findings, 2
+usage error, unreadable input, a list the apiserver refused or reports it
+could not write.
 
 Flags:
 %s`, fs.FlagUsages())
@@ -74,6 +93,9 @@ Flags:
 		return ExitUsage
 	case *file != "" && (fs.Changed("kubeconfig") || fs.Changed("namespace") || fs.Changed("chunk-size")):
 		fmt.Fprintln(a.Stderr, "imagegate audit: -f reads the objects from a file; --kubeconfig, --namespace and --chunk-size are for listing them from the cluster")
+		return ExitUsage
+	case *file != "" && *report:
+		fmt.Fprintln(a.Stderr, "imagegate audit: --report writes to the cluster it lists; it is not for -f (use --kubeconfig, or run it in a pod)")
 		return ExitUsage
 	case *chunkSize < 0:
 		fmt.Fprintf(a.Stderr, "imagegate audit: --chunk-size %d: want 0 or more\n", *chunkSize)
@@ -92,11 +114,12 @@ Flags:
 		fmt.Fprintf(a.Stderr, "imagegate audit: warning: %s\n", w)
 	}
 	var rep *audit.Report
+	var cfg *rest.Config
 	if *file != "" {
 		rep, err = a.readAudit(p, *file)
-	} else {
+	} else if cfg, err = a.restConfig(*kubeconfig); err == nil {
 		var cs kubernetes.Interface
-		if cs, err = a.clientset(*kubeconfig); err == nil {
+		if cs, err = kubernetes.NewForConfig(cfg); err == nil {
 			rep, err = audit.Live(ctx, p, cs, *namespace, *chunkSize)
 		}
 	}
@@ -113,7 +136,24 @@ Flags:
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 		return ExitUsage
 	}
-	if len(rep.Findings) > 0 {
+	if *report {
+		// After the table, so that what was found is printed even when the
+		// reports cannot be written.
+		var dc dynamic.Interface
+		var w audit.Written
+		if dc, err = dynamic.NewForConfig(cfg); err == nil {
+			w, err = audit.WriteReports(ctx, dc, rep, *namespace, *chunkSize, time.Now())
+		}
+		if err != nil {
+			fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
+			if w != (audit.Written{}) {
+				fmt.Fprintf(a.Stderr, "imagegate audit: before that, %s\n", w)
+			}
+			return ExitUsage
+		}
+		fmt.Fprintln(a.Stderr, w)
+	}
+	if len(rep.Findings) > 0 && *failOnFindings {
 		return ExitDenied
 	}
 	return ExitOK
@@ -140,9 +180,9 @@ func (a *App) readAudit(p *policy.Policy, file string) (*audit.Report, error) {
 	return rep, nil
 }
 
-// clientset connects to the cluster of kubeconfig or, without one, to the
-// cluster of the pod it runs in.
-func (a *App) clientset(kubeconfig string) (kubernetes.Interface, error) {
+// restConfig is how to reach the cluster of kubeconfig or, without one,
+// the cluster of the pod it runs in.
+func (a *App) restConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -161,5 +201,5 @@ func (a *App) clientset(kubeconfig string) (kubernetes.Interface, error) {
 	// Without a bound a stalled apiserver would hang the audit: it is given
 	// no context that a signal cancels.
 	cfg.Timeout = time.Minute
-	return kubernetes.NewForConfig(cfg)
+	return cfg, nil
 }

@@ -103,3 +103,63 @@ matchExpressions:
   resources: ["jobs", "cronjobs"]
   scope: Namespaced
 {{- end }}
+
+{{/*
+The policy flags, shared by the Deployment and the audit CronJob so both
+judge with the same policy. After every other serve flag: the kustomize
+components append --registry-mirror and --config to the base's arguments.
+*/}}
+{{- define "imagegate.policyArgs" -}}
+{{- with .Values.registryWhitelist }}
+# Edit to your registries (comma-separated host[:port] or
+# host[:port]/path). Add --mode=warn to observe before enforcing.
+- --registry-whitelist={{ join "," . }}
+{{- end }}
+{{- with .Values.mode }}
+- --mode={{ . }}
+{{- end }}
+{{- with .Values.registryMirrors }}
+{{- $mirrors := list }}
+{{- range . }}{{ $mirrors = append $mirrors (printf "%s=%s" .from .to) }}{{ end }}
+- --registry-mirror={{ join "," $mirrors }}
+{{- end }}
+{{- if .Values.policy }}
+- --config=/etc/imagegate/policy.yaml
+{{- end }}
+{{- end }}
+
+{{/* The policy file's mount and volume, with policy set; else empty. */}}
+{{- define "imagegate.policyVolumeMount" -}}
+{{- if .Values.policy }}
+- name: policy
+  mountPath: /etc/imagegate
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "imagegate.policyVolume" -}}
+{{- if .Values.policy }}
+- name: policy
+  configMap:
+    name: imagegate-policy
+{{- end }}
+{{- end }}
+
+{{/* Pod Security "restricted", for every imagegate pod. */}}
+{{- define "imagegate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "imagegate.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
