@@ -11,7 +11,9 @@
 # While the registry is up, a Deployment of team/app:1.0 is stored pinned to
 # the pushed digest, with the tag as written in imagegate.dev/original-images;
 # once it is stopped, a new tag is stored unpinned with a warning that says
-# why, and in payments refused by the validating webhook.
+# why, and in payments refused by the validating webhook. Started again, it
+# serves team/app:1.0 re-pushed, and imagegate audit --pin-digests of the
+# cluster says the tag of the Deployments pinned before has moved.
 DP_RUNS=0
 scenario_digest_pinning() {
 	say "scenario: --pin-digests against a loopback registry (own kube-apiserver, both webhooks from config/)"
@@ -105,6 +107,33 @@ scenario_digest_pinning() {
 		".msg == \"image not pinned\" and .level == \"WARN\" and .image == \"$reg/team/app:3.0\""
 	await_metric "the failed lookups are counted (imagegate_digest_lookups_total{result=\"error\"})" \
 		imagegate-pin 'imagegate_digest_lookups_total{result="error"}' 2
+
+	# The registry back, with team/app:1.0 pushed anew: the tag has moved
+	# since the Deployments were admitted pinned to $digest.
+	dp_start_registry || die "the registry did not start again on $reg"
+	local moved
+	moved=$(dp_registry_digest)
+	local audit=("$IMAGEGATE" audit --config "$dir/policy.yaml" --pin-digests --registry-ca-file "$WORK/pki/ca.crt" --kubeconfig "$KUBECONFIG")
+	local rc=0 missing=() re
+	"${audit[@]}" >"$dir/audit.txt" 2>&1 || rc=$?
+	for re in \
+		"^default +Deployment/app +app +$(dp_literal "$app@$digest") +moved +$digest +$moved\$" \
+		"^default +Deployment/written +app +$(dp_literal "$app@$digest") +moved +$digest +$moved\$" \
+		"^payments +Deployment/pay +app +$(dp_literal "$app@$digest") +moved +$digest +$moved\$" \
+		"^default +Deployment/down +app +$(dp_literal "$reg/team/app:2.0") +unresolved +- +" \
+		"^imagegate +Deployment/imagegate +imagegate +ghcr\.io/imagegate/imagegate:.* +denied +" \
+		"^1 finding\(s\) in 5 object\(s\) with 5 image\(s\), policy [0-9a-f]{16}; 4 tag\(s\) of pinning rules: 0 unpinned, 3 moved, 1 unresolved, 0 current\$"; do
+		grep -Eq -- "$re" "$dir/audit.txt" || missing+=("$re")
+	done
+	# The one finding, and exit 1, is imagegate's own Deployment (from
+	# config/, ghcr.io): moved tags are not findings.
+	if [[ $moved != "$digest" ]] && ((rc == 1)) && ((${#missing[@]} == 0)); then
+		pass "team/app:1.0 re-pushed ($moved): imagegate audit --pin-digests --kubeconfig says the three Deployments admitted at $digest hold a tag that has moved, and team/app:2.0 does not resolve"
+		indent <"$dir/audit.txt"
+	else
+		fail "imagegate audit --pin-digests finds the moved tag" "exit $rc, want 1; did not match: ${missing[*]}"$'\n'"$(cat "$dir/audit.txt")"
+	fi
+	stop imagegate-registry
 
 	expect_ok "the webhook configurations are deleted" -- \
 		delete mutatingwebhookconfiguration,validatingwebhookconfiguration imagegate

@@ -15,6 +15,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/audit"
 	"github.com/imagegate/imagegate/pkg/config"
+	"github.com/imagegate/imagegate/pkg/digest"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/version"
 )
@@ -29,6 +30,8 @@ func (a *App) audit(ctx context.Context, args []string) int {
 	}
 	fs := pflag.NewFlagSet("audit", pflag.ContinueOnError)
 	pc.AddFlags(fs)
+	rc := config.DefaultRegistry()
+	rc.AddFlags(fs)
 	file := fs.StringP("filename", "f", "", "kubectl's JSON output to audit, or - for standard input")
 	kubeconfig := fs.String("kubeconfig", "", "list the objects from the cluster of this kubeconfig file's current context")
 	namespace := fs.StringP("namespace", "n", "", "list only this namespace (default: all namespaces)")
@@ -62,6 +65,14 @@ rewrites in the policy file) images are judged as the mutating webhook
 would rewrite them: the images a rewrite changes are listed apart, with the
 checks it fixes, and what stays wrong is a finding naming the rewrite.
 Run it before enforcing a policy.
+
+Under rules that pin digests (--pin-digests, or pinDigests in the policy
+file) it also asks the registries, as the mutating webhook would (the
+--registry-* flags), what each tag allowed resolves to today, and lists
+the images that run unpinned (by tag) and the tags that have moved: a
+tag moved when the digest the object holds (its reference's, or for a
+pod the one its container status says it runs) is not the one the tag
+resolves to now. Neither is a finding, so neither changes the exit status.
 
 With --report, listing from the cluster, it also writes the findings as
 OpenReports Reports (openreports.io/v1alpha1, whose CRD must be installed:
@@ -113,6 +124,16 @@ Flags:
 	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "imagegate audit: warning: %s\n", w)
 	}
+	var res *digest.Resolver
+	if p.HasPins() {
+		if err = rc.Validate(); err == nil {
+			res, err = digest.New(rc.DigestOptions())
+		}
+		if err != nil {
+			fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
+			return ExitUsage
+		}
+	}
 	var rep *audit.Report
 	var cfg *rest.Config
 	if *file != "" {
@@ -126,6 +147,9 @@ Flags:
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 		return ExitUsage
+	}
+	if res != nil {
+		rep.ResolveTags(ctx, res)
 	}
 	if *output == "json" {
 		err = rep.WriteJSON(a.Stdout)

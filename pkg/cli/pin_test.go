@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -23,25 +24,8 @@ import (
 // judged unpinned, and the line says why.
 func TestCheckPinDigestsShowsTheDigestToday(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "https://")
-	img, err := random.Image(128, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(host + "/team/app:1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	host, ca, push := testRegistry(t)
+	tag, d := push("team/app:1.0")
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(file, []byte("apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\ndefault:\n  requireDigest: true\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -52,8 +36,8 @@ func TestCheckPinDigestsShowsTheDigestToday(t *testing.T) {
 		code  int
 		want  string
 	}{
-		{name: "a tag the registry serves is pinned", image: tag.String(), code: cli.ExitOK,
-			want: "allowed\t\"" + tag.String() + "\"\tpinned to " + tag.String() + "@" + d.String() + "\n"},
+		{name: "a tag the registry serves is pinned", image: tag, code: cli.ExitOK,
+			want: "allowed\t\"" + tag + "\"\tpinned to " + tag + "@" + d + "\n"},
 		{name: "a missing tag is left unpinned, and requireDigest refuses it", image: host + "/team/app:9", code: cli.ExitDenied,
 			want: "; not pinned: the registry has no manifest for " + host + "/team/app:9"},
 	} {
@@ -64,5 +48,75 @@ func TestCheckPinDigestsShowsTheDigestToday(t *testing.T) {
 				t.Errorf("got exit %d, stdout %q, stderr %q; want exit %d and %q", r.code, r.stdout, r.stderr, tc.code, tc.want)
 			}
 		})
+	}
+}
+
+// audit --pin-digests lists the images that run by tag and the tags that
+// have moved since the digest the object holds, with what each resolves
+// to today; neither is a finding.
+func TestAuditPinDigestsFindsMovedTags(t *testing.T) {
+	t.Parallel()
+	host, ca, push := testRegistry(t)
+	old, oldDigest := push("team/app:1.0")
+	_, now := push("team/app:1.0") // re-pushed: the tag has moved
+	web, webDigest := push("team/web:2")
+	objects := filepath.Join(t.TempDir(), "objects.json")
+	deployment := func(name, image string) string {
+		return `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"` + name + `","namespace":"shop"},` +
+			`"spec":{"template":{"spec":{"containers":[{"name":"app","image":"` + image + `"}]}}}}`
+	}
+	list := `{"apiVersion":"v1","kind":"List","items":[` + deployment("pinned", old+"@"+oldDigest) + "," +
+		deployment("current", web+"@"+webDigest) + "," + deployment("by-tag", web) + "]}"
+	if err := os.WriteFile(objects, []byte(list), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, nil, "audit", "--pin-digests", "--registry-whitelist="+host, "--registry-ca-file="+ca, "-f", objects)
+	for _, re := range []string{
+		`(?m)^shop +Deployment/pinned +app +` + regexp.QuoteMeta(old+"@"+oldDigest) + ` +moved +` + oldDigest + ` +` + now + `$`,
+		`(?m)^shop +Deployment/by-tag +app +` + regexp.QuoteMeta(web) + ` +unpinned +- +` + webDigest + `$`,
+		`(?m)^0 finding\(s\) in 3 object\(s\) with 3 image\(s\), policy [0-9a-f]{16}; 3 tag\(s\) of pinning rules: 1 unpinned, 1 moved, 0 unresolved, 1 current$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(r.stdout) {
+			t.Errorf("stdout does not match %s:\n%s%s", re, r.stdout, r.stderr)
+		}
+	}
+	if r.code != cli.ExitOK || strings.Contains(r.stdout, "Deployment/current") {
+		t.Errorf("got exit %d, want 0 and no line for the current tag:\n%s", r.code, r.stdout)
+	}
+	if r := run(t, nil, nil, "audit", "--pin-digests", "--registry-whitelist="+host, "--registry-timeout=0s", "-f", objects); r.code != cli.ExitUsage {
+		t.Errorf("--registry-timeout=0s: got exit %d, want %d", r.code, cli.ExitUsage)
+	}
+}
+
+// testRegistry serves an in-memory registry over TLS, returning its host,
+// a file with its CA, and a function that pushes a new random image to
+// repo:tag there and returns the tag's reference and the image's digest.
+func testRegistry(t *testing.T) (host, caFile string, push func(repoTag string) (string, string)) {
+	t.Helper()
+	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host = strings.TrimPrefix(srv.URL, "https://")
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return host, caFile, func(repoTag string) (string, string) {
+		t.Helper()
+		img, err := random.Image(128, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag, err := name.NewTag(host + "/" + repoTag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+			t.Fatal(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tag.String(), d.String()
 	}
 }
