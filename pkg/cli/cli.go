@@ -94,7 +94,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 // the caller should return code.
 func (a *App) parse(fs *pflag.FlagSet, args []string) (code int, ok bool) {
 	fs.SetOutput(a.Stderr)
+	// pflag prints the usage itself on --help, to the output above: muted,
+	// so that it is printed once, to standard output.
+	usage := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
+	fs.Usage = usage
 	switch {
 	case errors.Is(err, pflag.ErrHelp):
 		fs.SetOutput(a.Stdout)

@@ -453,6 +453,9 @@ func TestServeHelpListsEveryFlag(t *testing.T) {
 	if r.served != nil {
 		t.Error("serve --help: Serve was called, want only help")
 	}
+	if n := strings.Count(r.stdout, "Usage: imagegate serve"); n != 1 || r.stderr != "" {
+		t.Errorf("serve --help: got the usage %d times on standard output and %q on standard error, want once and nothing", n, r.stderr)
+	}
 	// The flags the issue names, so dropping one from AddServeFlags fails
 	// here, plus every flag AddServeFlags registers.
 	want := []string{
