@@ -17,6 +17,25 @@
 #    the chart with their three values files, and in both the audit CronJob
 #    has the Deployment's policy flags and volume: the two components patch
 #    the CronJob as they patch the Deployment.
+# 3. A real install of the webhooks, as the kustomize scenarios
+#    (validating_webhook, mutating_webhook) do with config/: the chart's
+#    defaults with the mutating webhook on (config/helm/render/
+#    mutating-webhook.yaml, whose mirrors go to the Deployment's arguments
+#    only) are rendered, and its ValidatingWebhookConfiguration and
+#    MutatingWebhookConfiguration are created as rendered (jq on their
+#    JSON) but for each webhook's clientConfig: the Service becomes a URL
+#    with the Service's path on imagegate-helm, run on loopback with the
+#    Deployment's policy flags (no kubelet runs imagegate's pods), and the
+#    caBundle this run's CA. The stored objects keep every field the chart
+#    set. On this apiserver, which has ImagePolicyWebhook too, Deployments
+#    from ghcr.io, or untagged once rewritten, are refused with imagegate's
+#    reason; from registry.my.com, a Deployment and a pod are admitted as
+#    written; Docker Hub images in a pod, a Deployment and kubectl debug's
+#    ephemeral container are rewritten to the mirror, and only the mirrored
+#    image is judged; the namespaces the chart's namespaceSelector exempts
+#    (imagegate, kube-system) send imagegate-helm nothing. Then the
+#    configurations are deleted, and awaited out of force, and the objects
+#    made meanwhile too, so no later scenario meets them.
 #
 # cert-manager's and the Prometheus Operator's CRDs are not on the e2e
 # apiserver. Minimal stand-ins are installed for the run (the real group,
@@ -89,6 +108,181 @@ scenario_helm() {
 	expect_same_policy "$dir/kustomize-audit-report+mutating-webhook+policy-file.yaml"
 	expect_same_policy "$dir/chart-audit-report+mutating-webhook+policy-file.yaml"
 	expect_ok "the stand-in CRDs are deleted" -- delete -f "$crds"
+
+	helm_install "$helm" "$chart" "$dir"
+}
+
+# helm_install HELM CHART DIR: scenario_helm's step 3, the chart's webhook
+# configurations installed for real on this apiserver, calling imagegate-helm
+# on loopback; removed again at the end, with the objects it made.
+helm_install() {
+	local helm=$1 chart=$2 dir=$3 objects policy exempt ns hooks=$3/webhooks.json
+	# port is set and read by name (free_port, on_free_ports).
+	# shellcheck disable=SC2034
+	local port
+	local probe=(create deployment helm-probe --image=nginx:1.25 --dry-run=server -o 'jsonpath={.spec.template.spec.containers[0].image}')
+	local vw='admission webhook "validate\.imagegate\.dev" denied the request: '
+	"$helm" template imagegate "$chart" --namespace imagegate \
+		-f "$ROOT/config/helm/render/mutating-webhook.yaml" >"$dir/install.yaml" 2>&1 || {
+		fail "helm template with config/helm/render/mutating-webhook.yaml" "$(tail -n 5 "$dir/install.yaml")"
+		return 0
+	}
+	objects=$("$KUBECTL" create --dry-run=client -o json -f "$dir/install.yaml" 2>"$dir/install.err" |
+		jq -cs '[.[] | if .kind == "List" then .items[] else . end]' 2>>"$dir/install.err") || {
+		fail "kubectl create --dry-run=client -o json of the chart's rendering" "$(tail -n 5 "$dir/install.err")"
+		return 0
+	}
+
+	# imagegate-helm judges with the chart Deployment's own policy flags
+	# (registryMirrors too: the default values have none to rewrite with).
+	mapfile -t policy < <(jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].args[] |
+		select(test("^--(registry-whitelist|mode|registry-mirror|config)="))' <<<"$objects")
+	if [[ " ${policy[*]} " == *" --registry-mirror=docker.io=$REGISTRY/dockerhub"[,\ ]* ]]; then
+		pass "the chart's Deployment, mutating webhook on, runs imagegate with ${policy[*]}"
+	else
+		fail "the chart's Deployment, mutating webhook on, rewrites docker.io to $REGISTRY/dockerhub" "its policy flags: ${policy[*]}"
+		return 0
+	fi
+	free_port port
+	on_free_ports port -- serve_imagegate imagegate-helm port \
+		--tls-cert-file "$WORK/pki/imagegate.crt" --tls-key-file "$WORK/pki/imagegate.key" "${policy[@]}"
+
+	# Both configurations as rendered, but for each webhook's clientConfig:
+	# the chart's Service path on loopback instead of the Service (no kubelet
+	# runs imagegate's pods), and this run's CA instead of the chart's.
+	jq --arg base "https://127.0.0.1:$port" --arg ca "$(base64 -w0 <"$WORK/pki/ca.crt")" '
+		{apiVersion: "v1", kind: "List", items: [.[] |
+			select(.kind == "ValidatingWebhookConfiguration" or .kind == "MutatingWebhookConfiguration") |
+			.webhooks |= map(.clientConfig |= {url: ($base + (.service.path // error("no clientConfig.service.path"))), caBundle: $ca})]}' \
+		<<<"$objects" >"$hooks" 2>&1 || {
+		fail "jq: the chart's webhook configurations pointed at imagegate-helm" "$(head -c 2000 "$hooks")"
+		stop imagegate-helm
+		return 0
+	}
+	mapfile -t exempt < <(jq -r '.items[] | select(.kind == "ValidatingWebhookConfiguration") | .webhooks[0].namespaceSelector.matchExpressions[]? |
+		select(.key == "kubernetes.io/metadata.name" and .operator == "NotIn") | .values[]' "$hooks")
+	((${#exempt[@]})) || fail "the chart's validating webhook exempts namespaces (kubernetes.io/metadata.name NotIn)" \
+		"$(jq -c '[.items[].webhooks[].namespaceSelector]' "$hooks")"
+
+	expect_allowed "kubectl create of the chart's two webhook configurations, pointed at imagegate-helm, creates them" \
+		'^validatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate created$' \
+		'^mutatingwebhookconfiguration\.admissionregistration\.k8s\.io/imagegate created$' -- \
+		create -f "$hooks"
+	expect_stored_webhooks "$hooks" "$port"
+	if await_kc "the chart's webhook mutate.imagegate.dev is in force" "^$REGISTRY/dockerhub/library/nginx:1\\.25\$" -- "${probe[@]}" &&
+		await_kc "the chart's webhook validate.imagegate.dev is in force" "$vw" -- \
+			create deployment helm-probe --image=ghcr.io/acme/app:1.0 --dry-run=server; then
+		helm_admission "$vw" "${exempt[@]}"
+	fi
+
+	# Leave nothing behind for the later scenarios on this apiserver.
+	expect_ok "the chart's webhook configurations are deleted" -- delete --ignore-not-found -f "$hooks"
+	await_kc "the chart's webhooks no longer called" '^nginx:1\.25$' -- "${probe[@]}" &&
+		pass "with them deleted, a nginx:1.25 Deployment is neither rewritten nor refused (imagegate-helm still up)"
+	stop imagegate-helm
+	expect_ok "the Deployments and pods made through the chart's webhooks are deleted" -- \
+		delete --ignore-not-found deployment/helm-web deployment/helm-hub pod/helm-good pod/helm-prom
+	for ns in "${exempt[@]}"; do
+		expect_ok "Deployment helm-exempt in namespace $ns is deleted" -- delete --ignore-not-found -n "$ns" deployment/helm-exempt
+	done
+}
+
+# helm_admission VW-REGEX EXEMPT-NAMESPACE...: with the chart's webhooks in
+# force (helm_install), what they refuse, admit and rewrite, and that the
+# namespaces their namespaceSelector exempts are never sent to imagegate.
+# Pods pass ImagePolicyWebhook too: this apiserver has it, and it judges
+# after every mutating webhook, so it sees the rewritten images. It also
+# refuses a pod's bad image before the validating webhook would, so the
+# refusals are shown on Deployments, which only the webhook judges.
+# shellcheck disable=SC2016 # $web, $img, $ARGS... are jq's
+helm_admission() {
+	local vw=$1 hub=$REGISTRY/dockerhub web good ns
+	shift
+	local mw_warn='Warning: imagegate rewrote'
+	web=$(fresh_image helm-web)
+	good=$(fresh_image helm-good)
+
+	expect_refused "a Deployment from ghcr.io is refused by the chart's validating webhook, with imagegate's reason" \
+		"$vw" "$(webhook_denied 'container "app"' ghcr.io/acme/app:1.0 'is not allowed')" -- \
+		create deployment helm-ghcr --image=ghcr.io/acme/app:1.0
+	expect_refused "an untagged nginx Deployment is rewritten by the chart's mutating webhook, then refused for latest naming the mirrored image" \
+		"$vw" "$(webhook_denied 'container "nginx"' "$hub/library/nginx" latest)" -- \
+		create deployment helm-untagged --image=nginx
+	expect_allowed "a Deployment from $REGISTRY is admitted as written" \
+		'^deployment\.apps/helm-web created$' "!$mw_warn" -- create deployment helm-web --image="$web"
+	expect_allowed "a pod from $REGISTRY is admitted as written" \
+		'^pod/helm-good created$' "!$mw_warn" -- run helm-good --image="$good" --restart=Never
+	expect_reviews "imagegate-helm's /validate judged and allowed both" \
+		2 "$(helm_reviews '.msg == "review" and .endpoint == "validate" and .outcome == "allowed" and
+			(.images == [$web] or .images == [$good])' --arg web "$web" --arg good "$good")"
+
+	expect_allowed "kubectl run --image=prometheus:2.6.1 creates the pod, rewritten by the chart's mutating webhook" \
+		"^$mw_warn container \"helm-prom\" image \"prometheus:2\\.6\\.1\" to \"$hub/library/prometheus:2\\.6\\.1\" \\(mirror rule docker\\.io=$hub\\)\$" \
+		'^pod/helm-prom created$' -- run helm-prom --image=prometheus:2.6.1 --restart=Never
+	expect_output "the pod runs the mirrored image and records the image as written" \
+		"$hub/library/prometheus:2.6.1 {\"helm-prom\":\"prometheus:2.6.1\"}" -- \
+		get pod helm-prom -o 'jsonpath={.spec.containers[0].image} {.metadata.annotations.imagegate\.dev/original-images}'
+	expect_reviews "the chart's validating webhook judged the mirrored image and allowed it" \
+		1 "$(helm_reviews '.msg == "review" and .endpoint == "validate" and .outcome == "allowed" and .images == [$img]' \
+			--arg img "$hub/library/prometheus:2.6.1")"
+	expect_reviews "it never judged prometheus:2.6.1 as written" \
+		0 "$(helm_reviews '.msg == "review" and any(.images[]; . == "prometheus:2.6.1")')"
+	expect_allowed "Deployment helm-hub (nginx:1.25) is created with its pod template rewritten" \
+		"^$mw_warn container \"nginx\" image \"nginx:1\\.25\" to \"$hub/library/nginx:1\\.25\"" \
+		'^deployment\.apps/helm-hub created$' -- create deployment helm-hub --image=nginx:1.25
+	expect_allowed "kubectl debug helm-prom with busybox:1.36 is rewritten too (the chart's rules cover pods/ephemeralcontainers)" \
+		"^$mw_warn ephemeral container \"dbg\" image \"busybox:1\\.36\" to \"$hub/library/busybox:1\\.36\"" -- \
+		debug helm-prom --profile=general --image=busybox:1.36 --container=dbg
+
+	# The chart's namespaceSelector: nginx:1.25 as written would be rewritten
+	# by one webhook and refused by the other, were either called.
+	for ns; do
+		expect_allowed "in namespace $ns (exempt by the chart's namespaceSelector) a nginx:1.25 Deployment is created" \
+			'^deployment\.apps/helm-exempt created$' "!$mw_warn" -- create -n "$ns" deployment helm-exempt --image=nginx:1.25
+		expect_output "its image is nginx:1.25 as written" "nginx:1.25" -- \
+			get -n "$ns" deployment helm-exempt -o 'jsonpath={.spec.template.spec.containers[0].image}'
+	done
+	if (($#)); then
+		expect_reviews "imagegate-helm got no request from namespace $(printf '%s\n' "$@" | paste -sd,) on either webhook" \
+			0 "$(helm_reviews '.endpoint != null and (.namespace | IN($ARGS.positional[]))' --args "$@")"
+	fi
+}
+
+# helm_reviews JQ-CONDITION [JQ-ARG...]: how many lines imagegate-helm has
+# logged since its latest start that meet JQ-CONDITION.
+helm_reviews() {
+	local cond=$1
+	shift
+	log_since_start imagegate-helm | jq -nR "[inputs | fromjson? | select($cond)] | length" "$@"
+}
+
+# expect_stored_webhooks FILE PORT: the webhook configurations of FILE (a
+# List) are stored with every field FILE gives them, as FILE gives it (the
+# apiserver may add its defaults), and each webhook's clientConfig is only
+# the URL on imagegate-helm's PORT and the run's CA.
+expect_stored_webhooks() {
+	local file=$1 port=$2 desc
+	desc="the stored configurations keep every field the chart rendered (rules, namespaceSelector, failurePolicy, sideEffects, timeoutSeconds, matchPolicy, reinvocationPolicy, labels); each clientConfig is a URL on 127.0.0.1:$port and the run's CA"
+	kc get -f "$file" -o json
+	# shellcheck disable=SC2016 # $want, $b, ... are jq's
+	if ((KC_RC == 0)) && jq -e --slurpfile want "$file" '
+		def within($b): . as $a |
+			if ($a | type) == "object" then
+				($b | type) == "object" and all($a | keys[]; . as $k | $b | has($k) and ($a[$k] | within($b[$k])))
+			elif ($a | type) == "array" then
+				($b | type) == "array" and ($a | length) == ($b | length) and
+				all(range($a | length); . as $i | $a[$i] | within($b[$i]))
+			else $a == $b end;
+		[.items[] | {key: .kind, value: .}] | from_entries as $got |
+		($want[0].items | length) == 2 and
+		all($want[0].items[]; . as $w | $got[$w.kind] as $g | $g != null and ($w | within($g)) and
+			all($g.webhooks[]; (.clientConfig | keys) == ["caBundle", "url"] and
+				(.clientConfig.url | startswith("https://127.0.0.1:\($port)/"))))' --arg port "$port" <<<"$KC_OUT" >/dev/null; then
+		pass "$desc"
+		jq -r '.items[].webhooks[] | "\(.name): \(.clientConfig.url), failurePolicy \(.failurePolicy), timeoutSeconds \(.timeoutSeconds), namespaceSelector \(.namespaceSelector | tojson)"' "$file" | indent
+	else
+		fail "$desc" "$(head -c 4000 <<<"$KC_OUT")"
+	fi
 }
 
 # expect_ok_cmd DESCRIPTION CMD...: CMD succeeds.
