@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/distribution/reference"
+	godigest "github.com/opencontainers/go-digest"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/imagegate/imagegate/pkg/policy"
@@ -47,6 +49,11 @@ type Rewrite struct {
 	Path string
 	// Result is what the rewrite rules made of it.
 	Result rewrite.Result
+	// Pinned is Result.Rewritten@digest when the image was also pinned (it
+	// is then in Mutation.Pinned too, with Rewritten set).
+	Pinned string
+
+	index int // in the object's images
 }
 
 // Pin is one image the mutating webhook pinned to a digest, or tried to.
@@ -60,6 +67,9 @@ type Pin struct {
 	// Pinned is Ref@digest; empty when the lookup failed, and Err says why.
 	Pinned string
 	Err    error
+	// Rewritten says the image was rewritten before it was pinned: its
+	// entry in Mutation.Rewritten has the same Pinned.
+	Rewritten bool
 }
 
 // Resolver resolves a reference with a tag to the digest its registry
@@ -67,6 +77,17 @@ type Pin struct {
 // unpinned, and its text is shown to the user.
 type Resolver interface {
 	Resolve(ctx context.Context, ref string) (string, error)
+}
+
+// CachedResolver is a Resolver that can also answer from memory.
+// *digest.Resolver is one. Cached returns what Resolve would answer for
+// ref from its cache alone, with ok, or ok false when it holds no fresh
+// answer; it must not block on I/O. A review whose tags are all cached is
+// then answered on the caller's goroutine: only misses are looked up
+// concurrently.
+type CachedResolver interface {
+	Resolver
+	Cached(ref string) (digest string, ok bool, err error)
 }
 
 // ResolverFunc adapts a function to a Resolver.
@@ -123,9 +144,10 @@ func Mutate(p *policy.Policy, body []byte) (Mutation, Response, error) {
 // [policy.Policy.Rewrite]), pins to a digest, through res, the tagged
 // images of a rule that pins digests (see [policy.Policy.Pins]), and
 // records the originals in [AnnotationOriginalImages]. Nothing matched:
-// allowed without a patch. The lookups run concurrently until ctx is done;
-// an image whose lookup fails or is not done by then is left unpinned,
-// with a warning. A nil res pins nothing.
+// allowed without a patch. Answers res has cached are taken at once (see
+// [CachedResolver]); the other lookups run concurrently until ctx is done,
+// and an image whose lookup fails or is not done by then is left
+// unpinned, with a warning. A nil res pins nothing.
 //
 // The mutating webhook never refuses. A request it cannot read (another
 // kind, an object that does not decode) is allowed unchanged with a
@@ -197,45 +219,64 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	m.Input.Images, m.Input.Annotations = r.pod()
 	plan := p.Rewrite(m.Input)
 	m.RuleName, m.BreakGlass = plan.RuleName, plan.BreakGlass
-	values := make(map[int]string) // image index -> the value patched in
+	// values[i] is the value patched into image i; empty: left as written.
+	values, changed := make([]string, len(r.images)), 0
 	for i, res := range plan.Results {
 		switch res.Status {
 		case rewrite.StatusRewritten, rewrite.StatusQualified:
-			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
+			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res, index: i})
 			values[i] = res.Rewritten
+			changed++
 		case rewrite.StatusFailed:
 			m.Failed = append(m.Failed, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
 		}
 	}
 	if res != nil {
-		pins := pinAll(ctx, res, p.Pins(m.Input, plan))
-		for i := range r.images { // in the object's order
-			pin, ok := pins[i]
-			if !ok {
-				continue
+		pins := p.Pins(m.Input, plan) // in the object's order, as m.Rewritten
+		results := pinAll(ctx, res, pins)
+		m.Pinned = results[:0] // filled in place: no copy per pin
+		k := 0                 // m.Rewritten[k] is the first rewrite at or after image i
+		for j, pin := range results {
+			i := pins[j].Index
+			for k < len(m.Rewritten) && m.Rewritten[k].index < i {
+				k++
 			}
-			pin.Image, pin.Path = r.images[i].Image, r.images[i].pointer(r.prefix)
+			rewritten := k < len(m.Rewritten) && m.Rewritten[k].index == i
+			pin.Image = r.images[i].Image
+			if rewritten {
+				pin.Path = m.Rewritten[k].Path // the same field's
+			} else {
+				pin.Path = r.images[i].pointer(r.prefix)
+			}
 			if pin.Err != nil {
 				m.Unpinned = append(m.Unpinned, pin)
 				continue
 			}
+			if rewritten {
+				m.Rewritten[k].Pinned, pin.Rewritten = pin.Pinned, true
+			} else {
+				changed++
+			}
 			m.Pinned = append(m.Pinned, pin)
 			values[i] = pin.Pinned
 		}
+		if len(m.Pinned) == 0 {
+			m.Pinned = nil
+		}
 	}
-	if len(values) == 0 {
+	if changed == 0 {
 		return m, nil
 	}
-	ops := make([]patchOp, 0, len(values)+1)
-	changed := make([]policy.Image, 0, len(values))
-	for i := range r.images { // in the object's order
-		if v, ok := values[i]; ok {
+	ops := make([]patchOp, 0, changed+1)
+	images := make([]policy.Image, 0, changed)
+	for i, v := range values { // in the object's order
+		if v != "" {
 			ops = append(ops, patchOp{Op: "replace", Path: r.images[i].pointer(r.prefix), Value: v})
-			changed = append(changed, r.images[i].Image)
+			images = append(images, r.images[i].Image)
 		}
 	}
 	if req.SubResource != subresourceEphemeralContainers {
-		ops = append(ops, originalsOp(r.tmpl, r.oldTmpl, r.prefix, changed))
+		ops = append(ops, originalsOp(r.tmpl, r.oldTmpl, r.prefix, images))
 	}
 	patch, err := json.Marshal(ops)
 	if err != nil { // strings and maps of strings only
@@ -249,57 +290,101 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 // maxConcurrentLookups bounds the lookups one review runs at once.
 const maxConcurrentLookups = 8
 
-// pinAll resolves each pin's lookup once, concurrently, and returns the
-// outcome by image index. A digest is taken only if Ref@digest parses
-// back with exactly that digest.
-func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) map[int]Pin {
-	type answer struct {
-		digest string
-		err    error
+// fewPins is how many pins pinAll collapses by comparing lookups in turn;
+// more take a map.
+const fewPins = 16
+
+// pinAll resolves the lookup of each pin once and returns the outcome of
+// each, pins[i]'s at i. Answers res has cached are taken at once (see
+// [CachedResolver]); only the others are looked up, concurrently when
+// there are several. A digest is taken only if it is one that Ref@digest
+// would carry as a valid reference (see checkDigest).
+func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
+	if len(pins) == 0 {
+		return nil
 	}
-	answers := map[string]*answer{}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentLookups)
-	for _, pin := range pins {
-		if _, ok := answers[pin.Lookup]; ok {
-			continue
+	type answer struct {
+		lookup, digest string
+		err            error
+		done           bool
+	}
+	answers := make([]answer, 0, len(pins))
+	of := make([]int, len(pins)) // pins[i]'s answer is answers[of[i]]
+	var seen map[string]int      // lookup -> answer, for many pins only
+	if len(pins) > fewPins {
+		seen = make(map[string]int, len(pins))
+	}
+	for i, pin := range pins {
+		j, ok := seen[pin.Lookup]
+		if seen == nil {
+			j = slices.IndexFunc(answers, func(a answer) bool { return a.lookup == pin.Lookup })
+			ok = j >= 0
 		}
-		a := &answer{}
-		answers[pin.Lookup] = a
-		wg.Go(func() {
+		if !ok {
+			j = len(answers)
+			answers = append(answers, answer{lookup: pin.Lookup})
+			if seen != nil {
+				seen[pin.Lookup] = j
+			}
+		}
+		of[i] = j
+	}
+	misses := len(answers)
+	if c, ok := res.(CachedResolver); ok {
+		for k := range answers {
+			a := &answers[k]
+			if a.digest, a.done, a.err = c.Cached(a.lookup); a.done {
+				misses--
+			}
+		}
+	}
+	if misses > 0 {
+		sem := make(chan struct{}, maxConcurrentLookups)
+		ask := func(a *answer) {
 			select {
 			case sem <- struct{}{}:
 				defer func() { <-sem }()
-				a.digest, a.err = res.Resolve(ctx, pin.Lookup)
+				a.digest, a.err = res.Resolve(ctx, a.lookup)
 			case <-ctx.Done():
 				a.err = fmt.Errorf("the review's deadline passed before the registry was asked: %w", ctx.Err())
 			}
-		})
+		}
+		var wg sync.WaitGroup
+		for k := range answers {
+			switch a := &answers[k]; {
+			case a.done:
+			case misses == 1: // nothing to wait for alongside it
+				ask(a)
+			default:
+				wg.Go(func() { ask(a) })
+			}
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	out := make(map[int]Pin, len(pins))
-	for _, pin := range pins {
-		a := answers[pin.Lookup]
+	out := make([]Pin, len(pins))
+	for i, pin := range pins {
+		a := &answers[of[i]]
 		err := a.err
 		if err == nil {
-			err = checkPinned(pin.Ref, a.digest)
+			err = checkDigest(a.digest)
 		}
 		if err != nil {
-			out[pin.Index] = Pin{Ref: pin.Ref, Err: err}
+			out[i] = Pin{Ref: pin.Ref, Err: err}
 			continue
 		}
-		out[pin.Index] = Pin{Ref: pin.Ref, Pinned: pin.Ref + "@" + a.digest}
+		out[i] = Pin{Ref: pin.Ref, Pinned: pin.Ref + "@" + a.digest}
 	}
 	return out
 }
 
-func checkPinned(ref, digest string) error {
-	named, err := reference.ParseNormalizedNamed(ref + "@" + digest)
-	if err != nil {
+// checkDigest refuses a digest that would not make Ref@digest a valid
+// reference carrying exactly that digest. Ref, a [policy.Pin]'s, parses as
+// a reference with a tag and no digest, so Ref@digest is valid exactly
+// when go-digest validates the digest (FuzzCheckDigest holds this to the
+// full parse of Ref@digest, which costs each pinned image far more).
+func checkDigest(digest string) error {
+	if err := godigest.Digest(digest).Validate(); err != nil {
 		return fmt.Errorf("the registry's digest %q does not make a valid reference: %w", digest, err)
-	}
-	if d, ok := named.(reference.Digested); !ok || d.Digest().String() != digest {
-		return fmt.Errorf("the registry's digest %q does not make a valid reference", digest)
 	}
 	return nil
 }
@@ -359,7 +444,7 @@ func mutationWarnings(m *Mutation) []string {
 	add := func(s string) {
 		switch {
 		case len(out) < maxRewriteWarnings:
-			out = append(out, warningText(s))
+			out = append(out, mutationWarning(s))
 		case len(out) == maxRewriteWarnings:
 			out = append(out, "imagegate: more rewrites are not shown; see the "+AnnotationOriginalImages+" annotation and imagegate's log")
 		}
@@ -388,7 +473,7 @@ func mutationWarnings(m *Mutation) []string {
 		add(fmt.Sprintf("imagegate did not rewrite %s: rule %s matches, but %s", describeImage(rw.Image), rw.Result.Mirror, rw.Result.Reason))
 	}
 	for _, pin := range m.Pinned {
-		add(fmt.Sprintf("imagegate pinned %s to %q (rule %q pins tags to the digest their registry serves)", describeImage(pin.Image), pin.Pinned, m.RuleName))
+		add(pinnedWarning(&pin, m.RuleName))
 	}
 	for _, pin := range m.Unpinned {
 		add(fmt.Sprintf("imagegate did not pin %s to a digest, so it runs by tag: %v", describeImage(pin.Image), pin.Err))
@@ -397,9 +482,70 @@ func mutationWarnings(m *Mutation) []string {
 }
 
 func describeImage(img policy.Image) string {
+	var b strings.Builder
+	writeImage(&b, img)
+	return b.String()
+}
+
+// writeImage writes what describeImage returns.
+func writeImage(b *strings.Builder, img policy.Image) {
 	source := img.Source
 	if source == "" {
 		source = "container"
 	}
-	return fmt.Sprintf("%s %q image %q", source, img.Container, img.Ref)
+	b.WriteString(source)
+	b.WriteByte(' ')
+	writeQuoted(b, img.Container)
+	b.WriteString(" image ")
+	writeQuoted(b, img.Ref)
+}
+
+// mutationWarning is warningText(s), at once when that would change
+// nothing: printable ASCII within the length bound, as the warnings of a
+// review of references and names are. warningText's look-up per rune was
+// a measurable part of a review whose tags were all cached.
+func mutationWarning(s string) string {
+	if len(s) > maxWarningBytes {
+		return warningText(s)
+	}
+	for i := range len(s) {
+		if c := s[i]; c < ' ' || c > '~' {
+			return warningText(s)
+		}
+	}
+	return s
+}
+
+// pinnedWarning is the warning for an image pinned under rule, written
+// into one buffer: a warning per pinned image, with fmt and a string per
+// quoted part, was a measurable part of a review whose tags were all
+// cached (BenchmarkMutatePin).
+func pinnedWarning(pin *Pin, rule string) string {
+	const why = " pins tags to the digest their registry serves)"
+	var b strings.Builder
+	b.Grow(64 + len(pin.Image.Container) + len(pin.Image.Ref) + len(pin.Pinned) + len(rule) + len(why))
+	b.WriteString("imagegate pinned ")
+	writeImage(&b, pin.Image)
+	b.WriteString(" to ")
+	writeQuoted(&b, pin.Pinned)
+	b.WriteString(" (rule ")
+	writeQuoted(&b, rule)
+	b.WriteString(why)
+	return b.String()
+}
+
+// writeQuoted writes s as strconv.Quote (and %q) quotes it, without its
+// per-rune table look-ups for printable ASCII with no quote or backslash,
+// which it leaves as is: references and names, whose quoting was most of
+// the cost of a pin's warning.
+func writeQuoted(b *strings.Builder, s string) {
+	for i := range len(s) {
+		if c := s[i]; c < ' ' || c > '~' || c == '"' || c == '\\' {
+			b.WriteString(strconv.Quote(s))
+			return
+		}
+	}
+	b.WriteByte('"')
+	b.WriteString(s)
+	b.WriteByte('"')
 }

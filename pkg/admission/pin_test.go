@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -96,6 +99,14 @@ func TestMutatePinsAfterRewritingAndOnlyOnce(t *testing.T) {
 	if len(m.Pinned) != 4 || len(m.Unpinned) != 1 || m.Unpinned[0].Image.Container != "exp" {
 		t.Errorf("got pinned %+v, unpinned %+v; want 4 pinned and exp unpinned", m.Pinned, m.Unpinned)
 	}
+	for _, pin := range m.Pinned { // only web was rewritten (to the mirror), then pinned
+		if want := pin.Image.Container == "web"; pin.Rewritten != want {
+			t.Errorf("pin of %s: Rewritten = %v, want %v", pin.Image.Container, pin.Rewritten, want)
+		}
+	}
+	if len(m.Rewritten) != 1 || m.Rewritten[0].Pinned != want["/spec/template/spec/containers/1/image"] {
+		t.Errorf("got rewritten %+v, want web's rewrite with its pinned reference", m.Rewritten)
+	}
 	warned := strings.Join(resp.Response.Warnings, "\n")
 	if !strings.Contains(warned, `imagegate did not pin container "exp" image "quay.io/team/exp:2" to a digest, so it runs by tag: the registry has no manifest for quay.io/team/exp:2`) {
 		t.Errorf("got warnings\n%s\nwant one naming the unpinned image and why", warned)
@@ -151,5 +162,146 @@ func TestMutateRefusesAnInvalidDigest(t *testing.T) {
 	}
 	if m.Patched() || len(m.Unpinned) != 1 || len(resp.Response.Patch) > 0 {
 		t.Errorf("got patch %s, unpinned %+v; want no patch and the image unpinned", resp.Response.Patch, m.Unpinned)
+	}
+}
+
+// cachingResolver answers from cached as *digest.Resolver answers from its
+// cache, and anything else through Resolve, recording what it asked.
+type cachingResolver struct {
+	cached map[string]error // ref -> nil: fakeDigest(ref) is cached; else the failure
+	mu     sync.Mutex
+	asked  []string
+}
+
+func (c *cachingResolver) Cached(ref string) (string, bool, error) {
+	err, ok := c.cached[ref]
+	if !ok || err != nil {
+		return "", ok, err
+	}
+	return fakeDigest(ref), true, nil
+}
+
+func (c *cachingResolver) Resolve(_ context.Context, ref string) (string, error) {
+	c.mu.Lock()
+	c.asked = append(c.asked, ref)
+	c.mu.Unlock()
+	if d, ok, err := c.Cached(ref); ok {
+		return d, err
+	}
+	return fakeDigest(ref), nil
+}
+
+// A resolver with a cache is asked only for what it has not cached: a
+// review whose tags are all cached is pinned from the cache, even once its
+// deadline has passed, cached failures included, and many images of one
+// reference are one lookup. The patch is the one a resolver without a
+// cache gives for the same answers.
+func TestMutatePinsFromTheCacheAndLooksUpOnlyMisses(t *testing.T) {
+	t.Parallel()
+	gone := errors.New("the registry has no manifest for registry.my.com/team/gone:1")
+	var many, manyAsked []string // more images than pinAll compares one by one, of 20 references
+	for i := range 40 {
+		many = append(many, fmt.Sprintf("registry.my.com/team/app-%02d:1", i%20))
+		if i > 0 && i < 20 { // app-00 is cached
+			manyAsked = append(manyAsked, many[i])
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		images []string
+		// cached is what the resolver has cached: nil for a digest, else
+		// the failure.
+		cached map[string]error
+		// cancelled runs the review past its deadline.
+		cancelled bool
+		// asked are the references looked up through Resolve, sorted.
+		asked []string
+		// pinned and unpinned count the images.
+		pinned, unpinned int
+	}{
+		{
+			name:   "every tag cached: nothing is looked up",
+			images: []string{"registry.my.com/team/app:1.4", "nginx:1.25", "registry.my.com/team/app:1.4"},
+			cached: map[string]error{"registry.my.com/team/app:1.4": nil, "registry.my.com/hub/library/nginx:1.25": nil},
+			pinned: 3,
+		},
+		{
+			name:      "every tag cached, past the deadline: pinned all the same",
+			images:    []string{"registry.my.com/team/app:1.4", "nginx:1.25"},
+			cached:    map[string]error{"registry.my.com/team/app:1.4": nil, "registry.my.com/hub/library/nginx:1.25": nil},
+			cancelled: true,
+			pinned:    2,
+		},
+		{
+			name:     "a cached failure: unpinned, not asked again",
+			images:   []string{"registry.my.com/team/app:1.4", "registry.my.com/team/gone:1"},
+			cached:   map[string]error{"registry.my.com/team/app:1.4": nil, "registry.my.com/team/gone:1": gone},
+			pinned:   1,
+			unpinned: 1,
+		},
+		{
+			name:   "one miss among hits: only it is looked up",
+			images: []string{"registry.my.com/team/app:1.4", "registry.my.com/team/new:2", "registry.my.com/team/new:2"},
+			cached: map[string]error{"registry.my.com/team/app:1.4": nil},
+			asked:  []string{"registry.my.com/team/new:2"},
+			pinned: 3,
+		},
+		{
+			name:   "two misses: each looked up once",
+			images: []string{"registry.my.com/team/a:1", "registry.my.com/team/b:1", "registry.my.com/team/a:1"},
+			asked:  []string{"registry.my.com/team/a:1", "registry.my.com/team/b:1"},
+			pinned: 3,
+		},
+		{
+			name:   "many images of fewer references: one lookup per reference",
+			images: many,
+			cached: map[string]error{"registry.my.com/team/app-00:1": nil},
+			asked:  manyAsked,
+			pinned: 40,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var containers []string
+			for i, img := range tc.images {
+				containers = append(containers, fmt.Sprintf(`{"name":"c%d","image":%q}`, i, img))
+			}
+			body := review("v1", request("", "v1", "Pod", "CREATE", `{"spec":{"containers":[`+strings.Join(containers, ",")+`]}}`, "null"))
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.cancelled {
+				cancel()
+			}
+			res := &cachingResolver{cached: tc.cached}
+			m, resp, err := admission.MutateWith(ctx, pinPolicy(t), res, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(res.asked)
+			if !slices.Equal(res.asked, tc.asked) {
+				t.Errorf("looked up %q, want %q", res.asked, tc.asked)
+			}
+			if len(m.Pinned) != tc.pinned || len(m.Unpinned) != tc.unpinned {
+				t.Errorf("got %d pinned, %d unpinned (%+v); want %d and %d", len(m.Pinned), len(m.Unpinned), m.Unpinned, tc.pinned, tc.unpinned)
+			}
+			// The same answers through Resolve alone make the same reply.
+			plain := admission.ResolverFunc(func(_ context.Context, ref string) (string, error) {
+				if err := tc.cached[ref]; err != nil {
+					return "", err
+				}
+				return fakeDigest(ref), nil
+			})
+			if tc.cancelled {
+				return // without a cache, a review past its deadline pins nothing
+			}
+			_, want, err := admission.MutateWith(t.Context(), pinPolicy(t), plain, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(resp.Response.Patch) != string(want.Response.Patch) || !slices.Equal(resp.Response.Warnings, want.Response.Warnings) {
+				t.Errorf("with a cache: patch %s, warnings %q; without: patch %s, warnings %q",
+					resp.Response.Patch, resp.Response.Warnings, want.Response.Patch, want.Response.Warnings)
+			}
+		})
 	}
 }

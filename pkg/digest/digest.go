@@ -167,9 +167,8 @@ func (e *Error) Unwrap() error { return e.Err }
 // gives up does not fail the others waiting on it; ctx bounds only this
 // caller's wait. An error is an *[Error].
 func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
-	if e, ok := r.cached(ref); ok {
-		r.opts.Metrics.DigestCacheHit()
-		return e.digest, e.err
+	if d, ok, err := r.Cached(ref); ok {
+		return d, err
 	}
 	ch := r.flight.DoChan(ref, func() (any, error) {
 		if e, ok := r.cached(ref); ok { // a lookup just finished
@@ -186,6 +185,20 @@ func (r *Resolver) Resolve(ctx context.Context, ref string) (string, error) {
 	case <-ctx.Done():
 		return "", &Error{Ref: ref, Outcome: metrics.DigestTimeout, Err: fmt.Errorf("the review's deadline passed: %w", ctx.Err())}
 	}
+}
+
+// Cached returns what Resolve would answer for ref from the cache alone,
+// a digest or a failure less than its TTL old, counted as a cache hit; ok
+// is false when the cache holds no fresh answer. It never waits on a
+// registry or on another caller's lookup, so the mutating webhook answers
+// a review whose tags are all cached without starting a goroutine.
+func (r *Resolver) Cached(ref string) (digest string, ok bool, err error) {
+	e, ok := r.cached(ref)
+	if !ok {
+		return "", false, nil
+	}
+	r.opts.Metrics.DigestCacheHit()
+	return e.digest, true, e.err
 }
 
 func (r *Resolver) cached(ref string) (entry, bool) {

@@ -197,6 +197,58 @@ func TestResolveTags(t *testing.T) {
 	}
 }
 
+// Cached answers from the cache alone, as Resolve would from it (a digest,
+// or a failure within the failure TTL), counts a hit as Resolve does, and
+// never asks the registry: a miss, or an answer past its TTL, is not ok.
+func TestCachedAnswersOnlyFromTheCache(t *testing.T) {
+	t.Parallel()
+	tr := newRegistry(t, "", "")
+	want := tr.push(t, "team/app:1.0")
+	rec := metrics.New()
+	r, c := newResolver(t, tr, digest.Options{TTL: time.Minute, FailureTTL: 15 * time.Second, Metrics: rec})
+	found, missing := tr.host()+"/team/app:1.0", tr.host()+"/team/app:9.9"
+	type answer struct {
+		digest  string
+		ok      bool
+		outcome string
+	}
+	cached := func(ref string) answer {
+		d, ok, err := r.Cached(ref)
+		return answer{d, ok, outcome(err)}
+	}
+	for _, step := range []struct {
+		name  string
+		do    func()  // what happens before the step asks the cache
+		found answer  // Cached(found)
+		miss  answer  // Cached(missing)
+		asked int64   // manifest requests so far
+		hits  float64 // cache hits counted so far
+	}{
+		{name: "before any lookup", do: func() {},
+			found: answer{outcome: metrics.DigestPinned}, miss: answer{outcome: metrics.DigestPinned}},
+		{name: "after a lookup of each", do: func() { _, _ = r.Resolve(t.Context(), found); _, _ = r.Resolve(t.Context(), missing) },
+			found: answer{want, true, metrics.DigestPinned}, miss: answer{"", true, metrics.DigestNotFound}, asked: 2, hits: 2},
+		{name: "past the failure TTL", do: func() { c.Add(15 * time.Second) },
+			found: answer{want, true, metrics.DigestPinned}, miss: answer{outcome: metrics.DigestPinned}, asked: 2, hits: 3},
+		{name: "past the TTL", do: func() { c.Add(time.Minute) },
+			found: answer{outcome: metrics.DigestPinned}, miss: answer{outcome: metrics.DigestPinned}, asked: 2, hits: 3},
+	} {
+		step.do()
+		if got := cached(found); got != step.found {
+			t.Errorf("%s: Cached(%s) = %+v, want %+v", step.name, found, got, step.found)
+		}
+		if got := cached(missing); got != step.miss {
+			t.Errorf("%s: Cached(%s) = %+v, want %+v", step.name, missing, got, step.miss)
+		}
+		if got := tr.manifests.Load(); got != step.asked {
+			t.Errorf("%s: got %d manifest requests, want %d", step.name, got, step.asked)
+		}
+		if got := counter(t, rec, "imagegate_digest_cache_hits_total", ""); got != step.hits {
+			t.Errorf("%s: got %v cache hits, want %v", step.name, got, step.hits)
+		}
+	}
+}
+
 // A re-pushed tag is seen once the cached digest is older than the TTL,
 // and not before: the cache is what keeps a busy cluster off the registry.
 func TestResolveRepushedTagAfterTTL(t *testing.T) {

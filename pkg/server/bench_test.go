@@ -24,6 +24,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/digest"
 	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 	"github.com/imagegate/imagegate/pkg/server"
 )
 
@@ -183,12 +184,20 @@ func BenchmarkHandlerNewGoroutine(b *testing.B) {
 	}
 }
 
-// BenchmarkMutatePin measures /mutate on the 3-image Deployment with
-// pinning on and every tag in the digest cache (the real Resolver, warmed
-// by one review against an in-process TLS registry), and the same review
-// with pinning off: the difference is what pinning costs once the cache
-// answers, the patch and the three "image pinned" log lines included. It
-// fails if the registry is asked during the timed loop.
+// BenchmarkMutatePin measures /mutate on the 3-image Deployment with the
+// real digest Resolver, every tag in its cache (warmed by one review
+// against an in-process TLS registry). It fails if the registry is asked
+// during a timed loop. Two pairs:
+//
+//   - pin=off and pin=on/cache-hit: the images as written, pinning off then
+//     on. pin=off reads nothing (no rule would change the object), so this
+//     pair is the whole cost of a pinned review: reading the object, the
+//     patch, the annotation, three warnings and three log lines.
+//   - mirror/pin=off and mirror/pin=on/cache-hit: every image rewritten to
+//     a mirror, pinning off then on. Both read and patch the object and log
+//     a line per image, so the difference is pinning's own: choosing the
+//     images to pin, the cached lookups, the longer values, and a warning
+//     per pinned image.
 func BenchmarkMutatePin(b *testing.B) {
 	var asked atomic.Int64
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -198,17 +207,20 @@ func BenchmarkMutatePin(b *testing.B) {
 	}))
 	b.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "https://")
+	mirror := host + "/mirror"
 	for _, repo := range []string{"shop/checkout-migrate:3.12.0", "shop/checkout:3.12.0", "platform/envoy:v1.31.2"} {
-		img, err := random.Image(256, 1)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tag, err := name.NewTag(host + "/" + repo)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-			b.Fatal(err)
+		for _, at := range []string{host, mirror} {
+			img, err := random.Image(256, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tag, err := name.NewTag(at + "/" + repo)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	caFile := filepath.Join(b.TempDir(), "ca.pem")
@@ -220,29 +232,51 @@ func BenchmarkMutatePin(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := bytes.ReplaceAll(compactFile(b, "testdata/bench/deployment-create.request.json"), []byte("registry.my.com/"), []byte(host+"/"))
+	written := compactFile(b, "testdata/bench/deployment-create.request.json")
+	direct := bytes.ReplaceAll(written, []byte("registry.my.com/"), []byte(host+"/"))
 	logger := slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	for _, pin := range []bool{false, true} {
-		p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, AllowedRegistries: []string{host}, RejectLatest: true, PinDigests: pin}})
+	for _, bc := range []struct {
+		name string
+		// body is the review; its images are under host, or under
+		// registry.my.com, which mirrors rewrite to host/mirror.
+		body []byte
+		// mirrors are the policy's rewrite rules.
+		mirrors []rewrite.Rule
+		pin     bool
+		// rewritten and pinned are how many images the warm-up review
+		// must rewrite and pin.
+		rewritten, pinned int
+	}{
+		{name: "pin=off", body: direct},
+		{name: "pin=on/cache-hit", body: direct, pin: true, pinned: 3},
+		{name: "mirror/pin=off", body: written, mirrors: []rewrite.Rule{{From: "registry.my.com", To: mirror}}, rewritten: 3},
+		{name: "mirror/pin=on/cache-hit", body: written, mirrors: []rewrite.Rule{{From: "registry.my.com", To: mirror}}, pin: true, rewritten: 3, pinned: 3},
+	} {
+		p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{
+			Name: policy.DefaultRuleName, AllowedRegistries: []string{host}, RejectLatest: true, Rewrites: bc.mirrors, PinDigests: bc.pin,
+		}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		var active atomic.Pointer[policy.Policy]
 		active.Store(p)
 		h := server.New(server.Options{Policy: &active, Log: logger, Metrics: rec, RequestTimeout: 10 * time.Second, Resolver: res, PinTimeout: 3 * time.Second}).Handler()
-		b.Run(map[bool]string{false: "pin=off", true: "pin=on/cache-hit"}[pin], func(b *testing.B) {
+		b.Run(bc.name, func(b *testing.B) {
 			var reply mutateReply
-			if err := json.Unmarshal(post(h, server.PathMutate, "application/json", body).Body.Bytes(), &reply); err != nil {
+			if err := json.Unmarshal(post(h, server.PathMutate, "application/json", bc.body).Body.Bytes(), &reply); err != nil {
 				b.Fatal(err)
 			}
-			if got, want := bytes.Count(reply.Response.Patch, []byte("@sha256:")), map[bool]int{false: 0, true: 3}[pin]; got != want || !reply.Response.Allowed {
-				b.Fatalf("warm-up review: got %d pinned images (allowed %v, warnings %q), want %d", got, reply.Response.Allowed, reply.Response.Warnings, want)
+			rewritten := bytes.Count(reply.Response.Patch, []byte(`"`+mirror+`/`))
+			pinned := bytes.Count(reply.Response.Patch, []byte("@sha256:"))
+			if !reply.Response.Allowed || rewritten != bc.rewritten || pinned != bc.pinned {
+				b.Fatalf("warm-up review: got %d rewritten and %d pinned images (allowed %v, warnings %q), want %d and %d",
+					rewritten, pinned, reply.Response.Allowed, reply.Response.Warnings, bc.rewritten, bc.pinned)
 			}
 			before := asked.Load()
 			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
+			b.SetBytes(int64(len(bc.body)))
 			for b.Loop() {
-				if rr := post(h, server.PathMutate, "application/json", body); rr.Code != http.StatusOK {
+				if rr := post(h, server.PathMutate, "application/json", bc.body); rr.Code != http.StatusOK {
 					b.Fatal(rr.Code)
 				}
 			}

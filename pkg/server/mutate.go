@@ -70,10 +70,12 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	s.rec.Mutation(m.Patched(), len(m.Rewritten), len(m.Failed), time.Since(start))
 }
 
-// logMutation writes one line per rewritten or pinned image at info, one
-// per image a rule matched but could not rewrite at info, one per image
-// that could not be pinned and a request it could not read at warn, and a
-// mutate review that changed nothing at debug.
+// logMutation writes, at info, one line per image rewritten (with pinned=
+// when it was pinned too) or only pinned, and one per image a rule matched
+// but could not rewrite; at warn, one per image that could not be pinned
+// and one for a request it could not read; at debug, one for a mutate
+// review that changed nothing. An image rewritten then pinned gets one
+// line, not two: a log line costs more than pinning a cached tag does.
 func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission.Mutation) {
 	base := []any{"endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name}
 	if p != nil {
@@ -84,14 +86,21 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 		return
 	}
 	for _, rw := range m.Rewritten {
-		s.log.Info("image rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
-			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "qualified", rw.Result.Qualified, "mirror", rw.Result.Mirror.String())...)
+		args := append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
+			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "qualified", rw.Result.Qualified, "mirror", rw.Result.Mirror.String())
+		if rw.Pinned != "" {
+			args = append(args, "pinned", rw.Pinned)
+		}
+		s.log.Info("image rewritten", args...)
 	}
 	for _, rw := range m.Failed {
 		s.log.Info("image not rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
 	}
 	for _, pin := range m.Pinned {
+		if pin.Rewritten { // its "image rewritten" line says pinned=
+			continue
+		}
 		s.log.Info("image pinned", append(base, "rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
 			"image", pin.Image.Ref, "pinned", pin.Pinned)...)
 	}

@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -9,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,10 +24,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/pkg/admission"
 	"github.com/imagegate/imagegate/pkg/digest"
 	"github.com/imagegate/imagegate/pkg/policy"
+	"github.com/imagegate/imagegate/pkg/rewrite"
 	"github.com/imagegate/imagegate/pkg/server"
 )
+
+// The Resolver serve uses answers cached tags without a goroutine: it is a
+// CachedResolver, which /mutate asks first.
+var _ admission.CachedResolver = (*digest.Resolver)(nil)
 
 // "Pin where you can, require where you must", end to end through the
 // handlers and a real registry: /mutate pins a multi-arch tag to its index
@@ -123,5 +133,55 @@ func TestPinWhereYouCanRequireWhereYouMust(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), `"msg":"image not pinned"`) {
 		t.Errorf("no log line for the unpinned image:\n%s", f.logs)
+	}
+}
+
+// Each pinned image is logged once at info: an image rewritten to a mirror
+// and then pinned on its "image rewritten" line (pinned=), an image pinned
+// as written on an "image pinned" line; one that could not be pinned on
+// an "image not pinned" line at warn.
+func TestMutateLogsEachPinOnce(t *testing.T) {
+	t.Parallel()
+	fake := admission.ResolverFunc(func(_ context.Context, ref string) (string, error) {
+		if strings.Contains(ref, "/missing:") {
+			return "", errors.New("the registry has no manifest for " + ref)
+		}
+		return "sha256:" + strings.Repeat("ab", 32), nil
+	})
+	f := newFixture(t, policy.Options{}, func(o *server.Options) { o.Resolver, o.PinTimeout = fake, time.Second })
+	p, err := policy.New(policy.Options{
+		AllowedRegistries: []string{"registry.my.com"}, PinDigests: true,
+		Rewrites: []rewrite.Rule{{From: "docker.io", To: "registry.my.com/hub"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.active.Store(p)
+	body := []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1",` +
+		`"kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"team-a","operation":"CREATE",` +
+		`"userInfo":{"username":"alice"},"object":{"metadata":{"name":"web"},"spec":{"containers":[` +
+		`{"name":"web","image":"nginx:1.25"},{"name":"app","image":"registry.my.com/team/app:1.4"},{"name":"gone","image":"registry.my.com/team/missing:1"}]}}}}`)
+	reply := parseMutateReply(t, post(f.srv.Handler(), server.PathMutate, "application/json", body).Body.Bytes())
+	if n := strings.Count(string(reply.Response.Patch), "@sha256:"); n != 2 {
+		t.Fatalf("got %d pinned images in the patch %s, want 2", n, reply.Response.Patch)
+	}
+	digest := "@sha256:" + strings.Repeat("ab", 32)
+	type line struct{ Msg, Level, Container, Image, Rewritten, Pinned string }
+	want := []line{
+		{"image rewritten", "INFO", "web", "nginx:1.25", "registry.my.com/hub/library/nginx:1.25", "registry.my.com/hub/library/nginx:1.25" + digest},
+		{"image pinned", "INFO", "app", "registry.my.com/team/app:1.4", "", "registry.my.com/team/app:1.4" + digest},
+		{"image not pinned", "WARN", "gone", "registry.my.com/team/missing:1", "", ""},
+	}
+	var got []line
+	for raw := range strings.SplitSeq(strings.TrimSpace(f.logged()), "\n") {
+		var l struct {
+			Msg, Level, Container, Image, Rewritten, Pinned string
+		}
+		if json.Unmarshal([]byte(raw), &l) == nil && strings.HasPrefix(l.Msg, "image ") {
+			got = append(got, line(l))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got log lines\n%+v\nwant\n%+v", got, want)
 	}
 }
