@@ -30,20 +30,40 @@ import (
 	"github.com/imagegate/imagegate/pkg/policy"
 )
 
-// Finding is one violation of one container's image.
-type Finding struct {
+// Place is where an image is: the object and the container in it.
+type Place struct {
 	Namespace string `json:"namespace"`
-	// APIVersion, Kind, Name and UID identify the object, as a report's
-	// resource reference needs it; UID is empty when the input has none.
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Name       string `json:"name"`
-	UID        string `json:"uid,omitempty"`
+	Kind      string `json:"kind"`
+	Name      string `json:"name"`
 	// Container names the container; Source says what it is when not a
 	// plain container ("init container", "ephemeral container", "volume").
 	Container string `json:"container"`
 	Source    string `json:"source,omitempty"`
-	Image     string `json:"image"`
+}
+
+// at is the place of a container of the object at pl.
+func (pl Place) at(container, source string) Place {
+	pl.Container, pl.Source = container, source
+	return pl
+}
+
+// containerLabel is the container column of the tables.
+func (pl Place) containerLabel() string {
+	if pl.Source != "" {
+		return pl.Container + " (" + pl.Source + ")"
+	}
+	return pl.Container
+}
+
+// Finding is one violation of one container's image.
+type Finding struct {
+	Place
+	// APIVersion and UID identify the object with Kind and Name, as a
+	// report's resource reference needs it; UID is empty when the input
+	// has none.
+	APIVersion string `json:"apiVersion"`
+	UID        string `json:"uid,omitempty"`
+	Image      string `json:"image"`
 	// Rewritten is what the rewrite rules make of Image, which is then
 	// what was judged; empty when no rule rewrites it.
 	Rewritten string `json:"rewritten,omitempty"`
@@ -77,11 +97,7 @@ func (f Finding) message() string {
 // or, under a rule that requires fully qualified references, a short name
 // to its qualified form (and then, maybe, to a mirror).
 type Rewrite struct {
-	Namespace string `json:"namespace"`
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-	Container string `json:"container"`
-	Source    string `json:"source,omitempty"`
+	Place
 	// Image is the image as it runs now, Rewritten its mirror, and Mirror
 	// the rewrite rule (FROM=TO, normalised).
 	Image     string `json:"image"`
@@ -196,11 +212,12 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 	// What the mutating webhook would make of the images, judged as the
 	// validating path would judge them then.
 	plan, d := p.EvaluateMutated(in)
-	rep.addTags(p, obj.Kind, obj.Metadata.Name, in, plan, raw)
+	object := Place{Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name}
+	rep.addTags(p, object, in, plan, raw)
 	for _, v := range d.Violations {
 		rep.Findings = append(rep.Findings, Finding{
-			Namespace: obj.Metadata.Namespace, APIVersion: obj.APIVersion, Kind: obj.Kind, Name: obj.Metadata.Name,
-			UID: obj.Metadata.UID, Container: v.Container, Source: v.Source, Image: v.Image, Rewritten: v.Rewritten,
+			Place: object.at(v.Container, v.Source), APIVersion: obj.APIVersion,
+			UID: obj.Metadata.UID, Image: v.Image, Rewritten: v.Rewritten,
 			Check: v.Check, RuleName: d.RuleName, Outcome: d.Outcome, Reason: v.Message,
 			BreakGlassRefused: d.BreakGlassRefused,
 		})
@@ -215,8 +232,7 @@ func (rep *Report) add(p *policy.Policy, raw json.RawMessage, where string) erro
 			continue
 		}
 		rw := Rewrite{
-			Namespace: obj.Metadata.Namespace, Kind: obj.Kind, Name: obj.Metadata.Name,
-			Container: img.Container, Source: img.Source, Image: img.Ref, Rewritten: r.Rewritten,
+			Place: object.at(img.Container, img.Source), Image: img.Ref, Rewritten: r.Rewritten,
 			Mirror: r.Mirror.String(), Qualified: r.Qualified, RuleName: plan.RuleName,
 		}
 		for _, v := range before.Violations {
@@ -250,11 +266,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, "NAMESPACE\tKIND/NAME\tCONTAINER\tIMAGE\tRULE\tOUTCOME\tREASON")
 	}
 	for _, f := range rep.Findings {
-		container := f.Container
-		if f.Source != "" {
-			container += " (" + f.Source + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s/%s\t%s\t%s\n", f.Namespace, f.Kind, f.Name, container,
+		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s/%s\t%s\t%s\n", f.Namespace, f.Kind, f.Name, f.containerLabel(),
 			quoteIfNeeded(f.Image), f.RuleName, f.Check, f.Outcome, f.message())
 	}
 	if err := tw.Flush(); err != nil {
@@ -272,10 +284,6 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAMESPACE\tKIND/NAME\tCONTAINER\tIMAGE\tREWRITTEN\tRULE\tFIXES")
 		for _, r := range rep.Rewrites {
-			container := r.Container
-			if r.Source != "" {
-				container += " (" + r.Source + ")"
-			}
 			fixes := "-"
 			if len(r.Fixes) > 0 {
 				fixes = joinRules(r.Fixes)
@@ -283,7 +291,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			if len(r.Remaining) > 0 {
 				fixes += " (still " + joinRules(r.Remaining) + ": see the findings)"
 			}
-			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Kind, r.Name, container,
+			fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", r.Namespace, r.Kind, r.Name, r.containerLabel(),
 				quoteIfNeeded(r.Image), r.Rewritten, r.RuleName, fixes)
 		}
 		if err := tw.Flush(); err != nil {

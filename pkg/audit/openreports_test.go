@@ -127,7 +127,7 @@ func actions(dc *dynamicfake.FakeDynamicClient) []string {
 // finding is a registry finding of container in kind/name, quay.io/acme/CONTAINER:1.
 func finding(ns, kind, name, container string, check policy.Check, outcome policy.Outcome) audit.Finding {
 	return audit.Finding{
-		Namespace: ns, APIVersion: "v1", Kind: kind, Name: name, UID: ns + "-" + name, Container: container,
+		Place: audit.Place{Namespace: ns, Kind: kind, Name: name, Container: container}, APIVersion: "v1", UID: ns + "-" + name,
 		Image: "quay.io/acme/" + container + ":1", Check: check, RuleName: "default", Outcome: outcome,
 		Reason: "registry quay.io is not allowed",
 	}

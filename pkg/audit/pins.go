@@ -19,11 +19,7 @@ import (
 // resolves to today: whether the object runs it unpinned, and whether the
 // tag has moved since it was admitted or pulled.
 type Tag struct {
-	Namespace string `json:"namespace"`
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-	Container string `json:"container"`
-	Source    string `json:"source,omitempty"`
+	Place
 	// Image is the image as written; Lookup the tag asked for, as it will
 	// be pulled (after the rewrite rules, normalised, without a digest).
 	Image  string `json:"image"`
@@ -60,20 +56,19 @@ func (t Tag) state() string {
 // addTags notes the tagged images of in that its rule pins (see
 // [policy.Policy.Tags]), with the digests a pod's statuses in raw say its
 // containers run; [Report.ResolveTags] asks the registries.
-func (rep *Report) addTags(p *policy.Policy, kind, name string, in policy.Input, plan policy.RewritePlan, raw json.RawMessage) {
+func (rep *Report) addTags(p *policy.Policy, object Place, in policy.Input, plan policy.RewritePlan, raw json.RawMessage) {
 	tags := p.Tags(in, plan)
 	if len(tags) == 0 {
 		return
 	}
 	var running map[string]string
-	if kind == "Pod" {
+	if object.Kind == "Pod" {
 		running = runningDigests(raw)
 	}
 	for _, t := range tags {
 		img := in.Images[t.Index]
 		rep.Tags = append(rep.Tags, Tag{
-			Namespace: in.Namespace, Kind: kind, Name: name, Container: img.Container, Source: img.Source,
-			Image: img.Ref, Lookup: t.Lookup, Pinned: t.Digest, Running: running[statusKey(img.Source, img.Container)],
+			Place: object.at(img.Container, img.Source), Image: img.Ref, Lookup: t.Lookup, Pinned: t.Digest, Running: running[statusKey(img.Source, img.Container)],
 		})
 	}
 }
@@ -196,7 +191,7 @@ func (rep *Report) writeTags(w io.Writer) error {
 		if t.Error != "" {
 			now = policy.Printable(t.Error, maxErrorLen)
 		}
-		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.Namespace, t.Kind, t.Name, containerLabel(t.Container, t.Source),
+		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.Namespace, t.Kind, t.Name, t.containerLabel(),
 			quoteIfNeeded(t.Image), state, orDash(held), orDash(now))
 	}
 	return tw.Flush()
@@ -217,11 +212,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func containerLabel(container, source string) string {
-	if source != "" {
-		return container + " (" + source + ")"
-	}
-	return container
 }
