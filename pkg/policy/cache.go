@@ -3,6 +3,8 @@ package policy
 import (
 	"hash/maphash"
 	"sync"
+
+	"github.com/distribution/reference"
 )
 
 // verdictCache remembers what checkImage found for an image under a rule, so
@@ -19,7 +21,9 @@ import (
 // one and the old one is dropped, and a hit in the old generation moves the
 // entry to the current one. Images in use therefore stay, and the cache never
 // holds more than 2 × cacheShards × cacheGeneration entries, whose references
-// are at most maxCachedRef bytes long.
+// are at most maxCachedRef bytes long. The references Pins parses for the
+// mutating webhook are kept the same way, under the same bound, beside the
+// verdicts: a parse costs more than pinning a cached tag otherwise does.
 type verdictCache struct {
 	seed   maphash.Seed
 	shards [cacheShards]cacheShard
@@ -42,6 +46,50 @@ type cacheKey struct {
 type cacheShard struct {
 	mu       sync.Mutex
 	cur, old map[cacheKey][]Violation
+	// curNames and oldNames are two generations, as cur and old, of the
+	// references parsed for Pins, which the mutating webhook asks for every
+	// pinned image of every review.
+	curNames, oldNames map[string]reference.Named
+}
+
+// named returns ref parsed as reference.ParseNormalizedNamed parses it,
+// from the cache when it was parsed before; a reference that does not
+// parse is not cached.
+func (c *verdictCache) named(ref string) (reference.Named, error) {
+	if c == nil || len(ref) > maxCachedRef {
+		return reference.ParseNormalizedNamed(ref)
+	}
+	s := c.shard(ref)
+	s.mu.Lock()
+	n, ok := s.curNames[ref]
+	if !ok {
+		if n, ok = s.oldNames[ref]; ok {
+			delete(s.oldNames, ref)
+			s.addName(ref, n)
+		}
+	}
+	s.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	n, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.addName(ref, n)
+	s.mu.Unlock()
+	return n, nil
+}
+
+func (s *cacheShard) addName(ref string, n reference.Named) {
+	if len(s.curNames) >= cacheGeneration {
+		s.oldNames, s.curNames = s.curNames, nil
+	}
+	if s.curNames == nil {
+		s.curNames = make(map[string]reference.Named, cacheGeneration)
+	}
+	s.curNames[ref] = n
 }
 
 func newVerdictCache() *verdictCache {

@@ -70,6 +70,26 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 }
 
+// The references Pins parses are kept under the same bound, and only those
+// of images the rule allows.
+func TestPinNamesAreBounded(t *testing.T) {
+	t.Parallel()
+	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, PinDigests: true,
+		AllowedRegistries: []string{"registry.my.com"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * policy.CacheCap {
+		in := policy.Input{Images: []policy.Image{{Ref: fmt.Sprintf("registry.my.com/flood/app-%d:v1", i)}, {Ref: fmt.Sprintf("quay.io/refused/app-%d:v1", i)}}}
+		if pins := p.Pins(in, p.Rewrite(in)); len(pins) != 1 || pins[0].Lookup != in.Images[0].Ref {
+			t.Fatalf("Pins(%v) = %+v, want the allowed image alone", in.Images, pins)
+		}
+	}
+	if n := policy.NamesLen(p); n > policy.CacheCap || n < policy.CacheCap/4 {
+		t.Errorf("after %d distinct allowed images the cache holds %d parsed references, want at most %d (and not almost none)", 3*policy.CacheCap, n, policy.CacheCap)
+	}
+}
+
 // Images in use survive a flood: an entry read since the last rotation is
 // kept when the cache makes room.
 func TestCacheKeepsImagesInUse(t *testing.T) {

@@ -4,5 +4,18 @@ package policy
 // it may hold.
 func CacheLen(p *Policy) int { return p.cache.len() }
 
+// NamesLen returns how many parsed references p's cache holds for Pins;
+// CacheCap bounds it too.
+func NamesLen(p *Policy) int {
+	n := 0
+	for i := range p.cache.shards {
+		s := &p.cache.shards[i]
+		s.mu.Lock()
+		n += len(s.curNames) + len(s.oldNames)
+		s.mu.Unlock()
+	}
+	return n
+}
+
 // CacheCap is the bound on CacheLen.
 const CacheCap = 2 * cacheShards * cacheGeneration

@@ -57,7 +57,12 @@ func (p *Policy) tags(in Input, plan RewritePlan, digested bool) []Pin {
 		if plan.Results[i].Changed() {
 			ref = plan.Results[i].Rewritten
 		}
-		named, err := reference.ParseNormalizedNamed(ref)
+		// Judged first, from the verdict cache: only an image the rule
+		// allows is parsed, and its parse is kept (see verdictCache.named).
+		if !allowedButForDigest(p.cache.judge(r, nil, Image{Ref: ref})) {
+			continue
+		}
+		named, err := p.cache.named(ref)
 		if err != nil {
 			continue
 		}
@@ -74,9 +79,6 @@ func (p *Policy) tags(in Input, plan RewritePlan, digested bool) []Pin {
 			if t, err := reference.WithTag(reference.TrimNamed(named), tagged.Tag()); err == nil {
 				pin.Lookup = t.String()
 			}
-		}
-		if !allowedButForDigest(p.cache.judge(r, nil, Image{Ref: ref})) {
-			continue
 		}
 		pins = append(pins, pin)
 	}
