@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/admission"
@@ -112,14 +111,6 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 		images := capped(len(m.Input.Images), func(i int) string { return m.Input.Images[i].Ref })
 		s.log.Debug("nothing to rewrite", append(base, "images", images, "breakGlass", m.BreakGlass)...)
 	}
-}
-
-// cutLogged cuts s, which may quote a registry's reply, to maxLoggedRef bytes.
-func cutLogged(s string) string {
-	if len(s) <= maxLoggedRef {
-		return s
-	}
-	return strings.ToValidUTF8(s[:maxLoggedRef], "") + "..."
 }
 
 func source(img policy.Image) string {

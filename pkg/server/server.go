@@ -382,17 +382,22 @@ const (
 	maxLoggedRef = 300
 )
 
+// cutLogged cuts s, which may be what a request or a registry wrote, to
+// maxLoggedRef bytes.
+func cutLogged(s string) string {
+	if len(s) <= maxLoggedRef {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxLoggedRef], "") + "..."
+}
+
 // capped is what a log line lists of total strings, the i-th given by at:
 // the first maxLogged, each cut to maxLoggedRef bytes, then a count of the
 // rest.
 func capped(total int, at func(int) string) strList {
 	out := make(strList, 0, min(total, maxLogged+1))
 	for i := range min(total, maxLogged) {
-		s := at(i)
-		if len(s) > maxLoggedRef {
-			s = strings.ToValidUTF8(s[:maxLoggedRef], "") + "..."
-		}
-		out = append(out, s)
+		out = append(out, cutLogged(at(i)))
 	}
 	if total > maxLogged {
 		out = append(out, fmt.Sprintf("(and %d more)", total-maxLogged))
