@@ -32,7 +32,7 @@ type Tag struct {
 	// containers not started.
 	Running string `json:"running,omitempty"`
 	// Resolved is the digest the tag resolves to today; Error why it could
-	// not be resolved.
+	// not be resolved, made printable and cut to maxErrorLen bytes.
 	Resolved string `json:"resolved,omitempty"`
 	Error    string `json:"error,omitempty"`
 	// Moved reports that the digest the object holds (Pinned, else
@@ -114,7 +114,7 @@ func runningDigests(raw json.RawMessage) map[string]string {
 
 func statusKey(source, container string) string { return source + "/" + container }
 
-// maxErrorLen bounds a lookup's error in the table: it may quote the
+// maxErrorLen bounds a lookup's error in the report: it may quote the
 // registry's reply.
 const maxErrorLen = 300
 
@@ -149,7 +149,7 @@ func (rep *Report) ResolveTags(ctx context.Context, res admission.Resolver) {
 		t := &rep.Tags[i]
 		a := answers[t.Lookup]
 		if a.err != nil {
-			t.Error = a.err.Error()
+			t.Error = policy.Printable(a.err.Error(), maxErrorLen)
 			continue
 		}
 		t.Resolved = a.digest
@@ -189,7 +189,7 @@ func (rep *Report) writeTags(w io.Writer) error {
 			held = t.Running
 		}
 		if t.Error != "" {
-			now = policy.Printable(t.Error, maxErrorLen)
+			now = t.Error
 		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.Namespace, t.Kind, t.Name, t.containerLabel(),
 			quoteIfNeeded(t.Image), state, orDash(held), orDash(now))
