@@ -71,5 +71,5 @@ if ((${#failed[@]})); then
   exit 1
 fi
 note=""
-((retried == 0)) || note=" ($retried retries of the coordinator's deadline race)"
+((retried == 0)) || note=" ($retried run(s) retried after the coordinator's deadline race)"
 echo "fuzz: $found targets passed$note"
