@@ -1,22 +1,14 @@
 package cli_test
 
 import (
-	"encoding/pem"
-	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/imagegate/imagegate/pkg/cli"
+	"github.com/imagegate/imagegate/pkg/digest/digesttest"
 )
 
 // check --pin-digests asks the registry, as the mutating webhook would,
@@ -24,8 +16,9 @@ import (
 // judged unpinned, and the line says why.
 func TestCheckPinDigestsShowsTheDigestToday(t *testing.T) {
 	t.Parallel()
-	host, ca, push := testRegistry(t)
-	tag, d := push("team/app:1.0")
+	reg := digesttest.New(t)
+	host, ca := reg.Host(), reg.CAFile
+	tag, d := host+"/team/app:1.0", reg.Push(t, "team/app:1.0")
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(file, []byte("apiVersion: imagegate.dev/v1alpha1\nkind: ImagePolicy\ndefault:\n  requireDigest: true\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -56,10 +49,11 @@ func TestCheckPinDigestsShowsTheDigestToday(t *testing.T) {
 // to today; neither is a finding.
 func TestAuditPinDigestsFindsMovedTags(t *testing.T) {
 	t.Parallel()
-	host, ca, push := testRegistry(t)
-	old, oldDigest := push("team/app:1.0")
-	_, now := push("team/app:1.0") // re-pushed: the tag has moved
-	web, webDigest := push("team/web:2")
+	reg := digesttest.New(t)
+	host, ca := reg.Host(), reg.CAFile
+	old, oldDigest := host+"/team/app:1.0", reg.Push(t, "team/app:1.0")
+	now := reg.Push(t, "team/app:1.0") // re-pushed: the tag has moved
+	web, webDigest := host+"/team/web:2", reg.Push(t, "team/web:2")
 	objects := filepath.Join(t.TempDir(), "objects.json")
 	deployment := func(name, image string) string {
 		return `{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"` + name + `","namespace":"shop"},` +
@@ -85,38 +79,5 @@ func TestAuditPinDigestsFindsMovedTags(t *testing.T) {
 	}
 	if r := run(t, nil, nil, "audit", "--pin-digests", "--registry-whitelist="+host, "--registry-timeout=0s", "-f", objects); r.code != cli.ExitUsage {
 		t.Errorf("--registry-timeout=0s: got exit %d, want %d", r.code, cli.ExitUsage)
-	}
-}
-
-// testRegistry serves an in-memory registry over TLS, returning its host,
-// a file with its CA, and a function that pushes a new random image to
-// repo:tag there and returns the tag's reference and the image's digest.
-func testRegistry(t *testing.T) (host, caFile string, push func(repoTag string) (string, string)) {
-	t.Helper()
-	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(srv.Close)
-	host = strings.TrimPrefix(srv.URL, "https://")
-	caFile = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return host, caFile, func(repoTag string) (string, string) {
-		t.Helper()
-		img, err := random.Image(128, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tag, err := name.NewTag(host + "/" + repoTag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-			t.Fatal(err)
-		}
-		d, err := img.Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tag.String(), d.String()
 	}
 }

@@ -3,133 +3,27 @@ package digest_test
 import (
 	"context"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/digest/digesttest"
 	"github.com/imagegate/imagegate/pkg/metrics"
 )
-
-// testRegistry is go-containerregistry's in-process registry behind TLS,
-// counting the manifest requests imagegate makes (pushes are not).
-type testRegistry struct {
-	srv       *httptest.Server
-	caFile    string
-	manifests atomic.Int64
-	hang      chan struct{} // closed when the test ends; requests wait on it when hanging
-	hanging   atomic.Bool
-	user      string // basic-auth credentials the registry requires; empty: none
-	pass      string
-}
-
-func newRegistry(t *testing.T, user, pass string) *testRegistry {
-	t.Helper()
-	tr := &testRegistry{hang: make(chan struct{}), user: user, pass: pass}
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	tr.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tr.hanging.Load() {
-			select {
-			case <-tr.hang:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		if tr.user != "" {
-			if u, p, ok := r.BasicAuth(); !ok || u != tr.user || p != tr.pass {
-				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"who are you"}]}`, http.StatusUnauthorized)
-				return
-			}
-		}
-		if strings.Contains(r.URL.Path, "/manifests/") && strings.Contains(r.UserAgent(), "imagegate/") {
-			tr.manifests.Add(1)
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { close(tr.hang); tr.srv.Close() })
-	tr.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.srv.Certificate().Raw})
-	if err := os.WriteFile(tr.caFile, ca, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return tr
-}
-
-// host is the registry's host:port, as references name it.
-func (tr *testRegistry) host() string { return strings.TrimPrefix(tr.srv.URL, "https://") }
-
-func (tr *testRegistry) options() []remote.Option {
-	opts := []remote.Option{remote.WithTransport(tr.srv.Client().Transport)}
-	if tr.user != "" {
-		opts = append(opts, remote.WithAuth(&authn.Basic{Username: tr.user, Password: tr.pass}))
-	}
-	return opts
-}
-
-// push writes a random single-platform image to repo:tag and returns its digest.
-func (tr *testRegistry) push(t *testing.T, repoTag string) string {
-	t.Helper()
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(tr.host() + "/" + repoTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(tag, img, tr.options()...); err != nil {
-		t.Fatal(err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
-}
-
-// pushIndex writes a random two-platform index to repo:tag and returns the
-// index digest and the digest of its first manifest.
-func (tr *testRegistry) pushIndex(t *testing.T, repoTag string) (index, first string) {
-	t.Helper()
-	idx, err := random.Index(256, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(tr.host() + "/" + repoTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(tag, idx, tr.options()...); err != nil {
-		t.Fatal(err)
-	}
-	d, err := idx.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.String(), m.Manifests[0].Digest.String()
-}
 
 // clock is a settable clock for the cache.
 type clock struct {
@@ -144,10 +38,10 @@ func (c *clock) Add(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newResolver(t *testing.T, tr *testRegistry, o digest.Options) (*digest.Resolver, *clock) {
+func newResolver(t *testing.T, tr *digesttest.Registry, o digest.Options) (*digest.Resolver, *clock) {
 	t.Helper()
 	c := &clock{now: time.Unix(1_800_000_000, 0)}
-	o.CAFile, o.Now = tr.caFile, c.Now
+	o.CAFile, o.Now = tr.CAFile, c.Now
 	r, err := digest.New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +62,9 @@ func outcome(err error) string {
 
 func TestResolveTags(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "", "")
-	single := tr.push(t, "team/app:1.0")
-	index, platform := tr.pushIndex(t, "team/multi:2.0")
+	tr := digesttest.NewWithAuth(t, "", "")
+	single := tr.Push(t, "team/app:1.0")
+	index, platform := tr.PushIndex(t, "team/multi:2.0")
 	r, _ := newResolver(t, tr, digest.Options{})
 	for _, tc := range []struct {
 		name    string
@@ -178,11 +72,11 @@ func TestResolveTags(t *testing.T) {
 		want    string // the digest; empty when the lookup fails
 		outcome string
 	}{
-		{name: "a single-platform tag resolves to its manifest digest", ref: tr.host() + "/team/app:1.0", want: single, outcome: metrics.DigestPinned},
-		{name: "a multi-arch tag resolves to its index digest", ref: tr.host() + "/team/multi:2.0", want: index, outcome: metrics.DigestPinned},
-		{name: "a missing tag is not found", ref: tr.host() + "/team/app:9.9", outcome: metrics.DigestNotFound},
-		{name: "a missing repository is not found", ref: tr.host() + "/team/nothing:1.0", outcome: metrics.DigestNotFound},
-		{name: "a reference without a tag is an error", ref: tr.host() + "/team/app@" + single, outcome: metrics.DigestError},
+		{name: "a single-platform tag resolves to its manifest digest", ref: tr.Host() + "/team/app:1.0", want: single, outcome: metrics.DigestPinned},
+		{name: "a multi-arch tag resolves to its index digest", ref: tr.Host() + "/team/multi:2.0", want: index, outcome: metrics.DigestPinned},
+		{name: "a missing tag is not found", ref: tr.Host() + "/team/app:9.9", outcome: metrics.DigestNotFound},
+		{name: "a missing repository is not found", ref: tr.Host() + "/team/nothing:1.0", outcome: metrics.DigestNotFound},
+		{name: "a reference without a tag is an error", ref: tr.Host() + "/team/app@" + single, outcome: metrics.DigestError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -202,11 +96,11 @@ func TestResolveTags(t *testing.T) {
 // never asks the registry: a miss, or an answer past its TTL, is not ok.
 func TestCachedAnswersOnlyFromTheCache(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "", "")
-	want := tr.push(t, "team/app:1.0")
+	tr := digesttest.NewWithAuth(t, "", "")
+	want := tr.Push(t, "team/app:1.0")
 	rec := metrics.New()
 	r, c := newResolver(t, tr, digest.Options{TTL: time.Minute, FailureTTL: 15 * time.Second, Metrics: rec})
-	found, missing := tr.host()+"/team/app:1.0", tr.host()+"/team/app:9.9"
+	found, missing := tr.Host()+"/team/app:1.0", tr.Host()+"/team/app:9.9"
 	type answer struct {
 		digest  string
 		ok      bool
@@ -240,7 +134,7 @@ func TestCachedAnswersOnlyFromTheCache(t *testing.T) {
 		if got := cached(missing); got != step.miss {
 			t.Errorf("%s: Cached(%s) = %+v, want %+v", step.name, missing, got, step.miss)
 		}
-		if got := tr.manifests.Load(); got != step.asked {
+		if got := tr.Manifests.Load(); got != step.asked {
 			t.Errorf("%s: got %d manifest requests, want %d", step.name, got, step.asked)
 		}
 		if got := counter(t, rec, "imagegate_digest_cache_hits_total", ""); got != step.hits {
@@ -253,10 +147,10 @@ func TestCachedAnswersOnlyFromTheCache(t *testing.T) {
 // and not before: the cache is what keeps a busy cluster off the registry.
 func TestResolveRepushedTagAfterTTL(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "", "")
-	first := tr.push(t, "team/app:1.0")
+	tr := digesttest.NewWithAuth(t, "", "")
+	first := tr.Push(t, "team/app:1.0")
 	r, c := newResolver(t, tr, digest.Options{TTL: time.Minute})
-	ref := tr.host() + "/team/app:1.0"
+	ref := tr.Host() + "/team/app:1.0"
 	resolve := func(step, want string) {
 		t.Helper()
 		if got, err := r.Resolve(t.Context(), ref); err != nil || got != want {
@@ -264,11 +158,11 @@ func TestResolveRepushedTagAfterTTL(t *testing.T) {
 		}
 	}
 	resolve("first lookup", first)
-	second := tr.push(t, "team/app:1.0")
+	second := tr.Push(t, "team/app:1.0")
 	resolve("within the TTL", first)
 	c.Add(time.Minute)
 	resolve("after the TTL", second)
-	if got := tr.manifests.Load(); got != 2 {
+	if got := tr.Manifests.Load(); got != 2 {
 		t.Errorf("got %d manifest requests, want 2", got)
 	}
 }
@@ -288,27 +182,27 @@ func TestResolveCachesFailuresBriefly(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var tr *testRegistry
+			var tr *digesttest.Registry
 			if tc.auth {
-				tr = newRegistry(t, "robot", "s3cret")
-				tr.push(t, "team/app:1.0")
+				tr = digesttest.NewWithAuth(t, "robot", "s3cret")
+				tr.Push(t, "team/app:1.0")
 			} else {
-				tr = newRegistry(t, "", "")
+				tr = digesttest.NewWithAuth(t, "", "")
 			}
 			rec := metrics.New()
 			r, c := newResolver(t, tr, digest.Options{FailureTTL: 15 * time.Second, TTL: time.Hour, Metrics: rec})
-			ref := tr.host() + "/team/app:1.0"
+			ref := tr.Host() + "/team/app:1.0"
 			for i := range 3 {
 				if _, err := r.Resolve(t.Context(), ref); outcome(err) != tc.outcome {
 					t.Fatalf("lookup %d: got %v, want %s", i, err, tc.outcome)
 				}
 			}
-			before := tr.manifests.Load()
+			before := tr.Manifests.Load()
 			c.Add(15 * time.Second)
 			if _, err := r.Resolve(t.Context(), ref); outcome(err) != tc.outcome {
 				t.Fatalf("after the failure TTL: got %v, want %s", err, tc.outcome)
 			}
-			if tr.manifests.Load() == before && !tc.auth { // a 401 may stop before the manifest
+			if tr.Manifests.Load() == before && !tc.auth { // a 401 may stop before the manifest
 				t.Error("after the failure TTL: the registry was not asked again")
 			}
 			if got := counter(t, rec, "imagegate_digest_lookups_total", tc.outcome); got != 2 {
@@ -325,20 +219,20 @@ func TestResolveCachesFailuresBriefly(t *testing.T) {
 // again without a restart, as a Secret volume updates.
 func TestResolveWithCredentialsFromConfigJSON(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "robot", "s3cret")
-	want := tr.push(t, "team/app:1.0")
+	tr := digesttest.NewWithAuth(t, "robot", "s3cret")
+	want := tr.Push(t, "team/app:1.0")
 	file := filepath.Join(t.TempDir(), "config.json")
 	write := func(pass string) {
 		t.Helper()
 		auth := base64.StdEncoding.EncodeToString([]byte("robot:" + pass))
-		cfg := fmt.Sprintf(`{"auths":{"https://%s":{"auth":%q}}}`, tr.host(), auth)
+		cfg := fmt.Sprintf(`{"auths":{"https://%s":{"auth":%q}}}`, tr.Host(), auth)
 		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	write("wrong!")
 	r, c := newResolver(t, tr, digest.Options{CredentialsFile: file, FailureTTL: time.Second})
-	ref := tr.host() + "/team/app:1.0"
+	ref := tr.Host() + "/team/app:1.0"
 	if _, err := r.Resolve(t.Context(), ref); outcome(err) != metrics.DigestUnauthorized {
 		t.Fatalf("with the wrong password: got %v, want unauthorized", err)
 	}
@@ -353,17 +247,17 @@ func TestResolveWithCredentialsFromConfigJSON(t *testing.T) {
 // and the caller learns why.
 func TestResolveHangingRegistryTimesOut(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "", "")
-	tr.hanging.Store(true)
+	tr := digesttest.NewWithAuth(t, "", "")
+	tr.Hanging.Store(true)
 	r, _ := newResolver(t, tr, digest.Options{Timeout: 100 * time.Millisecond})
-	_, err := r.Resolve(t.Context(), tr.host()+"/team/app:1.0")
+	_, err := r.Resolve(t.Context(), tr.Host()+"/team/app:1.0")
 	if outcome(err) != metrics.DigestTimeout {
 		t.Errorf("got %v, want a timeout", err)
 	}
 	// A review whose own deadline is shorter stops waiting then.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := r.Resolve(ctx, tr.host()+"/team/other:1.0"); outcome(err) != metrics.DigestTimeout || !strings.Contains(err.Error(), "deadline") {
+	if _, err := r.Resolve(ctx, tr.Host()+"/team/other:1.0"); outcome(err) != metrics.DigestTimeout || !strings.Contains(err.Error(), "deadline") {
 		t.Errorf("with the review's deadline passed: got %v, want a timeout naming the deadline", err)
 	}
 }
@@ -371,19 +265,19 @@ func TestResolveHangingRegistryTimesOut(t *testing.T) {
 // Concurrent reviews of one reference make one lookup.
 func TestResolveConcurrentLookupsCollapse(t *testing.T) {
 	t.Parallel()
-	tr := newRegistry(t, "", "")
-	want := tr.push(t, "team/app:1.0")
+	tr := digesttest.NewWithAuth(t, "", "")
+	want := tr.Push(t, "team/app:1.0")
 	r, _ := newResolver(t, tr, digest.Options{})
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if got, err := r.Resolve(t.Context(), tr.host()+"/team/app:1.0"); err != nil || got != want {
+			if got, err := r.Resolve(t.Context(), tr.Host()+"/team/app:1.0"); err != nil || got != want {
 				t.Errorf("got %q, %v; want %q", got, err, want)
 			}
 		})
 	}
 	wg.Wait()
-	if got := tr.manifests.Load(); got != 1 {
+	if got := tr.Manifests.Load(); got != 1 {
 		t.Errorf("got %d manifest requests for 50 concurrent lookups, want 1", got)
 	}
 }

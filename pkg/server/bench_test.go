@@ -3,25 +3,16 @@ package server_test
 import (
 	"bytes"
 	"encoding/json"
-	"encoding/pem"
-	"io"
-	"log"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/digest/digesttest"
 	"github.com/imagegate/imagegate/pkg/metrics"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/rewrite"
@@ -199,36 +190,15 @@ func BenchmarkHandlerNewGoroutine(b *testing.B) {
 //     images to pin, the cached lookups, the longer values, and a warning
 //     per pinned image.
 func BenchmarkMutatePin(b *testing.B) {
-	var asked atomic.Int64
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked.Add(1)
-		reg.ServeHTTP(w, r)
-	}))
-	b.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "https://")
+	reg := digesttest.New(b)
+	host := reg.Host()
 	mirror := host + "/mirror"
 	for _, repo := range []string{"shop/checkout-migrate:3.12.0", "shop/checkout:3.12.0", "platform/envoy:v1.31.2"} {
-		for _, at := range []string{host, mirror} {
-			img, err := random.Image(256, 1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			tag, err := name.NewTag(at + "/" + repo)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := remote.Write(tag, img, remote.WithTransport(srv.Client().Transport)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	caFile := filepath.Join(b.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		b.Fatal(err)
+		reg.Push(b, repo)
+		reg.Push(b, "mirror/"+repo)
 	}
 	rec := metrics.New()
-	res, err := digest.New(digest.Options{CAFile: caFile, Metrics: rec})
+	res, err := digest.New(digest.Options{CAFile: reg.CAFile, Metrics: rec})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -272,7 +242,7 @@ func BenchmarkMutatePin(b *testing.B) {
 				b.Fatalf("warm-up review: got %d rewritten and %d pinned images (allowed %v, warnings %q), want %d and %d",
 					rewritten, pinned, reply.Response.Allowed, reply.Response.Warnings, bc.rewritten, bc.pinned)
 			}
-			before := asked.Load()
+			before := reg.Manifests.Load()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bc.body)))
 			for b.Loop() {
@@ -280,7 +250,7 @@ func BenchmarkMutatePin(b *testing.B) {
 					b.Fatal(rr.Code)
 				}
 			}
-			if n := asked.Load() - before; n != 0 {
+			if n := reg.Manifests.Load() - before; n != 0 {
 				b.Fatalf("the registry was asked %d times in the timed loop, want 0 (every tag cached)", n)
 			}
 		})

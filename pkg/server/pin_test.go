@@ -3,29 +3,18 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/pkg/admission"
 	"github.com/imagegate/imagegate/pkg/digest"
+	"github.com/imagegate/imagegate/pkg/digest/digesttest"
 	"github.com/imagegate/imagegate/pkg/policy"
 	"github.com/imagegate/imagegate/pkg/rewrite"
 	"github.com/imagegate/imagegate/pkg/server"
@@ -42,38 +31,10 @@ var _ admission.CachedResolver = (*digest.Resolver)(nil)
 // refuses the tag because requireDigest is on.
 func TestPinWhereYouCanRequireWhereYouMust(t *testing.T) {
 	t.Parallel()
-	var hanging atomic.Bool
-	hang := make(chan struct{})
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hanging.Load() {
-			select {
-			case <-hang:
-			case <-r.Context().Done():
-			}
-			return
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { close(hang); srv.Close() })
-	host := strings.TrimPrefix(srv.URL, "https://")
-	idx, err := random.Index(128, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tag, err := name.NewTag(host + "/team/app:1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.WriteIndex(tag, idx, remote.WithTransport(srv.Client().Transport)); err != nil {
-		t.Fatal(err)
-	}
-	want, _ := idx.Digest()
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	res, err := digest.New(digest.Options{CAFile: caFile, Timeout: 200 * time.Millisecond})
+	reg := digesttest.New(t)
+	want, _ := reg.PushIndex(t, "team/app:1.0")
+	image := reg.Host() + "/team/app:1.0"
+	res, err := digest.New(digest.Options{CAFile: reg.CAFile, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,18 +62,18 @@ func TestPinWhereYouCanRequireWhereYouMust(t *testing.T) {
 		return resp.Response.Allowed, rec.Body.String()
 	}
 
-	body := podReview(tag.String())
+	body := podReview(image)
 	reply := parseMutateReply(t, post(h, server.PathMutate, "application/json", body).Body.Bytes())
 	patch, err := jsonpatch.DecodePatch(reply.Response.Patch)
 	if err != nil {
 		t.Fatalf("pinning: no patch (%v); warnings %q", err, reply.Response.Warnings)
 	}
-	podObject := fmt.Appendf(nil, `{"metadata":{"name":"web"},"spec":{"containers":[{"name":"app","image":%q}]}}`, tag.String())
+	podObject := fmt.Appendf(nil, `{"metadata":{"name":"web"},"spec":{"containers":[{"name":"app","image":%q}]}}`, image)
 	patched, err := patch.Apply(podObject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pinned := tag.String() + "@" + want.String()
+	pinned := image + "@" + want
 	if !strings.Contains(string(patched), pinned) {
 		t.Errorf("pinned pod %s, want the image %s (the index digest)", patched, pinned)
 	}
@@ -120,8 +81,8 @@ func TestPinWhereYouCanRequireWhereYouMust(t *testing.T) {
 		t.Errorf("validation of the pinned pod refused it: %s", reason)
 	}
 
-	hanging.Store(true)
-	other := host + "/team/other:2.0"
+	reg.Hanging.Store(true)
+	other := reg.Host() + "/team/other:2.0"
 	reply = parseMutateReply(t, post(h, server.PathMutate, "application/json", podReview(other)).Body.Bytes())
 	if !reply.Response.Allowed || len(reply.Response.Patch) > 0 || len(reply.Response.Warnings) != 1 ||
 		!strings.Contains(reply.Response.Warnings[0], `did not pin container "app" image "`+other+`"`) {
