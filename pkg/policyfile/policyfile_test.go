@@ -1,6 +1,7 @@
 package policyfile_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -355,84 +356,57 @@ func TestConfigMapPolicyIsTheExample(t *testing.T) {
 	}
 }
 
-// requireFullyQualified is inherited like every rule field, and the flag
-// overrides the default rule, so it reaches the rules that inherit it.
-func TestRequireFullyQualifiedIsInheritedAndOverridden(t *testing.T) {
+// requireFullyQualified and pinDigests are inherited like every rule field,
+// and their flags override the default rule, so they reach the rules that
+// inherit it.
+func TestBoolFieldsAreInheritedAndOverridden(t *testing.T) {
 	t.Parallel()
-	src := []byte(`apiVersion: imagegate.dev/v1alpha1
-kind: ImagePolicy
-default:
-  requireFullyQualified: true
-rules:
-  - name: inherit
-    namespaces: [inherit]
-  - name: own
-    namespaces: [own]
-    requireFullyQualified: false
-`)
-	off := false
-	tests := []struct {
-		name string
-		// o are the command-line overrides.
-		o policyfile.Overrides
-		// want are the default, inherit and own rules' settings.
-		want [3]bool
-	}{
-		{name: "the file alone", want: [3]bool{true, true, false}},
-		{name: "the flag turned off", o: policyfile.Overrides{RequireFullyQualified: &off}, want: [3]bool{false, false, false}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			l, err := policyfile.Parse("p.yaml", src, policy.RuleOptions{}, tc.o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := [3]bool{l.Spec.Default.RequireFullyQualified, l.Spec.Rules[0].RequireFullyQualified, l.Spec.Rules[1].RequireFullyQualified}
-			if got != tc.want {
-				t.Errorf("got requireFullyQualified (default, inherit, own) %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-// pinDigests is inherited like every rule field, and --pin-digests
-// overrides the default rule, so it reaches the rules that inherit it.
-func TestPinDigestsIsInheritedAndOverridden(t *testing.T) {
-	t.Parallel()
-	src := []byte(`apiVersion: imagegate.dev/v1alpha1
-kind: ImagePolicy
-default:
-  pinDigests: false
-rules:
-  - name: inherit
-    namespaces: [inherit]
-  - name: own
-    namespaces: [own]
-    pinDigests: true
-`)
 	on, off := true, false
 	tests := []struct {
-		name string
+		name  string
+		field string
+		// file is the field's value in the default rule; own keeps the other.
+		file bool
 		// o are the command-line overrides.
 		o policyfile.Overrides
+		// get reads the field of a rule.
+		get func(policy.RuleOptions) bool
 		// want are the default, inherit and own rules' settings.
 		want [3]bool
 	}{
-		{name: "the file alone", want: [3]bool{false, false, true}},
-		{name: "the flag turned on", o: policyfile.Overrides{PinDigests: &on}, want: [3]bool{true, true, true}},
-		{name: "the flag turned off", o: policyfile.Overrides{PinDigests: &off}, want: [3]bool{false, false, true}},
+		{name: "requireFullyQualified, the file alone", field: "requireFullyQualified", file: true,
+			get: func(r policy.RuleOptions) bool { return r.RequireFullyQualified }, want: [3]bool{true, true, false}},
+		{name: "requireFullyQualified, the flag turned off", field: "requireFullyQualified", file: true,
+			o:   policyfile.Overrides{RequireFullyQualified: &off},
+			get: func(r policy.RuleOptions) bool { return r.RequireFullyQualified }, want: [3]bool{false, false, false}},
+		{name: "pinDigests, the file alone", field: "pinDigests",
+			get: func(r policy.RuleOptions) bool { return r.PinDigests }, want: [3]bool{false, false, true}},
+		{name: "pinDigests, the flag turned on", field: "pinDigests", o: policyfile.Overrides{PinDigests: &on},
+			get: func(r policy.RuleOptions) bool { return r.PinDigests }, want: [3]bool{true, true, true}},
+		{name: "pinDigests, the flag turned off", field: "pinDigests", o: policyfile.Overrides{PinDigests: &off},
+			get: func(r policy.RuleOptions) bool { return r.PinDigests }, want: [3]bool{false, false, true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			src := fmt.Appendf(nil, `apiVersion: imagegate.dev/v1alpha1
+kind: ImagePolicy
+default:
+  %[1]s: %[2]t
+rules:
+  - name: inherit
+    namespaces: [inherit]
+  - name: own
+    namespaces: [own]
+    %[1]s: %[3]t
+`, tc.field, tc.file, !tc.file)
 			l, err := policyfile.Parse("p.yaml", src, policy.RuleOptions{}, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := [3]bool{l.Spec.Default.PinDigests, l.Spec.Rules[0].PinDigests, l.Spec.Rules[1].PinDigests}
+			got := [3]bool{tc.get(l.Spec.Default), tc.get(l.Spec.Rules[0]), tc.get(l.Spec.Rules[1])}
 			if got != tc.want {
-				t.Errorf("got pinDigests (default, inherit, own) %v, want %v", got, tc.want)
+				t.Errorf("got %s (default, inherit, own) %v, want %v", tc.field, got, tc.want)
 			}
 		})
 	}
