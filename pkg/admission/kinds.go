@@ -14,6 +14,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/imagegate/imagegate/pkg/policy"
 )
@@ -62,6 +63,16 @@ func v1(group, name string) metav1.GroupVersionKind {
 func specTemplate(o *leanObject) (*leanTemplate, string) { return o.Spec.Template, "/spec/template" }
 
 func decodes[T any](raw []byte) error { return stdjson.Unmarshal(raw, new(T)) }
+
+// Kinds are the kinds imagegate judges, in the table's order: Pod, then
+// the workloads whose pod templates make pods.
+func Kinds() []schema.GroupVersionKind {
+	out := make([]schema.GroupVersionKind, len(kindTable))
+	for i, k := range kindTable {
+		out[i] = schema.GroupVersionKind{Group: k.gvk.Group, Version: k.gvk.Version, Kind: k.gvk.Kind}
+	}
+	return out
+}
 
 // kinds looks kindTable up by request.kind.
 var kinds = func() map[metav1.GroupVersionKind]*kind {

@@ -2,14 +2,12 @@ package audit_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -346,58 +343,16 @@ func stampResourceVersions(t *testing.T, dc *dynamicfake.FakeDynamicClient, rv s
 	}
 }
 
-// pagingClient pages the lists of the fake dynamic client, which ignores
-// limit and continue, as the apiserver does: at most Limit items, then a
-// continue token (the offset of the next page). It keeps the continue
-// tokens it was asked for.
-type pagingClient struct {
-	dynamic.Interface
-	continues *[]string
-}
-
-func (c pagingClient) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
-	return pagingResource{c.Interface.Resource(gvr), c.continues}
-}
-
-type pagingResource struct {
-	dynamic.NamespaceableResourceInterface
-	continues *[]string
-}
-
-func (r pagingResource) Namespace(ns string) dynamic.ResourceInterface {
-	return pagingList{r.NamespaceableResourceInterface.Namespace(ns), r.continues}
-}
-
-type pagingList struct {
-	dynamic.ResourceInterface
-	continues *[]string
-}
-
-func (r pagingList) List(ctx context.Context, opts metav1.ListOptions) (*unstructured.UnstructuredList, error) {
-	*r.continues = append(*r.continues, opts.Continue)
-	l, err := r.ResourceInterface.List(ctx, opts)
-	if err != nil || opts.Limit == 0 {
-		return l, err
-	}
-	from, _ := strconv.Atoi(opts.Continue)
-	to := min(from+int(opts.Limit), len(l.Items))
-	if to < len(l.Items) {
-		l.SetContinue(strconv.Itoa(to))
-	}
-	l.Items = l.Items[from:to]
-	return l, nil
-}
-
 // Reports are listed a page at a time: a report on the last page is
 // deleted as well as one on the first.
 func TestWriteReportsReadsEveryPage(t *testing.T) {
 	t.Parallel()
-	var continues []string
-	dc := fakeDynamic(labelled("a", "imagegate", ours), labelled("b", "imagegate", ours), labelled("c", "imagegate", ours))
-	w, err := audit.WriteReports(t.Context(), pagingClient{dc, &continues}, &audit.Report{}, "", 2, t0)
+	pg := &pager{FakeDynamicClient: fakeDynamic(labelled("a", "imagegate", ours), labelled("b", "imagegate", ours), labelled("c", "imagegate", ours))}
+	w, err := audit.WriteReports(t.Context(), pg, &audit.Report{}, "", 2, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	continues := pg.continues("reports")
 	if w.Deleted != 3 || !slices.Equal(continues, []string{"", "2"}) {
 		t.Errorf("got %v after lists with continue tokens %q; want 3 deleted after two pages", w, continues)
 	}

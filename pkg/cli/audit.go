@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -135,14 +134,11 @@ Flags:
 		}
 	}
 	var rep *audit.Report
-	var cfg *rest.Config
+	var dc dynamic.Interface // the cluster listed, and written to with --report
 	if *file != "" {
 		rep, err = a.readAudit(p, *file)
-	} else if cfg, err = a.restConfig(*kubeconfig); err == nil {
-		var cs kubernetes.Interface
-		if cs, err = kubernetes.NewForConfig(cfg); err == nil {
-			rep, err = audit.Live(ctx, p, cs, *namespace, *chunkSize)
-		}
+	} else if dc, err = a.dynamicClient(*kubeconfig); err == nil {
+		rep, err = audit.Live(ctx, p, dc, *namespace, *chunkSize)
 	}
 	if err != nil {
 		fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
@@ -163,11 +159,7 @@ Flags:
 	if *report {
 		// After the table, so that what was found is printed even when the
 		// reports cannot be written.
-		var dc dynamic.Interface
-		var w audit.Written
-		if dc, err = dynamic.NewForConfig(cfg); err == nil {
-			w, err = audit.WriteReports(ctx, dc, rep, *namespace, *chunkSize, time.Now())
-		}
+		w, err := audit.WriteReports(ctx, dc, rep, *namespace, *chunkSize, time.Now())
 		if err != nil {
 			fmt.Fprintf(a.Stderr, "imagegate audit: %v\n", err)
 			if w != (audit.Written{}) {
@@ -204,9 +196,9 @@ func (a *App) readAudit(p *policy.Policy, file string) (*audit.Report, error) {
 	return rep, nil
 }
 
-// restConfig is how to reach the cluster of kubeconfig or, without one,
-// the cluster of the pod it runs in.
-func (a *App) restConfig(kubeconfig string) (*rest.Config, error) {
+// dynamicClient reaches the cluster of kubeconfig or, without one, the
+// cluster of the pod it runs in.
+func (a *App) dynamicClient(kubeconfig string) (dynamic.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -225,5 +217,5 @@ func (a *App) restConfig(kubeconfig string) (*rest.Config, error) {
 	// Without a bound a stalled apiserver would hang the audit: it is given
 	// no context that a signal cancels.
 	cfg.Timeout = time.Minute
-	return cfg, nil
+	return dynamic.NewForConfig(cfg)
 }
