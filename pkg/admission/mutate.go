@@ -219,13 +219,15 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	m.Input.Images, m.Input.Annotations = r.pod()
 	plan := p.Rewrite(m.Input)
 	m.RuleName, m.BreakGlass = plan.RuleName, plan.BreakGlass
-	// values[i] is the value patched into image i; empty: left as written.
-	values, changed := make([]string, len(r.images)), 0
+	// values[i] is the value patched into image i at its path; empty: left
+	// as written.
+	values, changed := make([]patchOp, len(r.images)), 0
 	for i, res := range plan.Results {
 		switch res.Status {
 		case rewrite.StatusRewritten, rewrite.StatusQualified:
-			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res, index: i})
-			values[i] = res.Rewritten
+			path := r.images[i].pointer(r.prefix)
+			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: path, Result: res, index: i})
+			values[i] = patchOp{Op: "replace", Path: path, Value: res.Rewritten}
 			changed++
 		case rewrite.StatusFailed:
 			m.Failed = append(m.Failed, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
@@ -258,7 +260,7 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 				changed++
 			}
 			m.Pinned = append(m.Pinned, pin)
-			values[i] = pin.Pinned
+			values[i] = patchOp{Op: "replace", Path: pin.Path, Value: pin.Pinned}
 		}
 		if len(m.Pinned) == 0 {
 			m.Pinned = nil
@@ -270,8 +272,8 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	ops := make([]patchOp, 0, changed+1)
 	images := make([]policy.Image, 0, changed)
 	for i, v := range values { // in the object's order
-		if v != "" {
-			ops = append(ops, patchOp{Op: "replace", Path: r.images[i].pointer(r.prefix), Value: v})
+		if v.Op != "" {
+			ops = append(ops, v)
 			images = append(images, r.images[i].Image)
 		}
 	}
@@ -309,12 +311,13 @@ func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
 		done           bool
 	}
 	answers := make([]answer, 0, len(pins))
-	of := make([]int, len(pins)) // pins[i]'s answer is answers[of[i]]
-	var seen map[string]int      // lookup -> answer, for many pins only
+	var few [fewPins]int
+	of := few[:0]           // pins[i]'s answer is answers[of[i]]
+	var seen map[string]int // lookup -> answer, for many pins only
 	if len(pins) > fewPins {
-		seen = make(map[string]int, len(pins))
+		of, seen = make([]int, 0, len(pins)), make(map[string]int, len(pins))
 	}
-	for i, pin := range pins {
+	for _, pin := range pins {
 		j, ok := seen[pin.Lookup]
 		if seen == nil {
 			j = slices.IndexFunc(answers, func(a answer) bool { return a.lookup == pin.Lookup })
@@ -327,7 +330,7 @@ func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
 				seen[pin.Lookup] = j
 			}
 		}
-		of[i] = j
+		of = append(of, j)
 	}
 	misses := len(answers)
 	if c, ok := res.(CachedResolver); ok {
@@ -381,12 +384,27 @@ func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
 // reference carrying exactly that digest. Ref, a [policy.Pin]'s, parses as
 // a reference with a tag and no digest, so Ref@digest is valid exactly
 // when go-digest validates the digest (FuzzCheckDigest holds this to the
-// full parse of Ref@digest, which costs each pinned image far more).
+// full parse of Ref@digest, which costs each pinned image far more). What
+// registries serve, sha256 and 64 lowercase hex digits, is checked here
+// without go-digest's regular expression, a measurable part of pinning a
+// cached tag.
 func checkDigest(digest string) error {
+	if hex, ok := strings.CutPrefix(digest, "sha256:"); ok && len(hex) == 64 && isLowerHex(hex) {
+		return nil
+	}
 	if err := godigest.Digest(digest).Validate(); err != nil {
 		return fmt.Errorf("the registry's digest %q does not make a valid reference: %w", digest, err)
 	}
 	return nil
+}
+
+func isLowerHex(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // originalsOp returns the operation that sets AnnotationOriginalImages on
@@ -455,25 +473,16 @@ func mutationWarnings(m *Mutation) []string {
 	if m.BreakGlass {
 		add("imagegate did not rewrite images to the mirror: the pod asks for break-glass, which keeps its images as written")
 	}
-	for _, rw := range m.Rewritten {
-		res := rw.Result
-		switch {
-		case res.Status == rewrite.StatusQualified && res.Reason != "":
-			add(fmt.Sprintf("imagegate rewrote %s to %q (rule %q requires fully qualified references); mirror rule %s matches, but %s",
-				describeImage(rw.Image), res.Rewritten, m.RuleName, res.Mirror, res.Reason))
-		case res.Status == rewrite.StatusQualified:
-			add(fmt.Sprintf("imagegate rewrote %s to %q (rule %q requires fully qualified references)", describeImage(rw.Image), res.Rewritten, m.RuleName))
-		case res.Qualified != "":
-			add(fmt.Sprintf("imagegate rewrote %s to %q (qualified as %s, then mirror rule %s)", describeImage(rw.Image), res.Rewritten, res.Qualified, res.Mirror))
-		default:
-			add(fmt.Sprintf("imagegate rewrote %s to %q (mirror rule %s)", describeImage(rw.Image), res.Rewritten, res.Mirror))
-		}
+	for i := range m.Rewritten {
+		add(rewriteWarning(&m.Rewritten[i], m.RuleName))
 	}
 	for _, rw := range m.Failed {
 		add(fmt.Sprintf("imagegate did not rewrite %s: rule %s matches, but %s", describeImage(rw.Image), rw.Result.Mirror, rw.Result.Reason))
 	}
-	for _, pin := range m.Pinned {
-		add(pinnedWarning(&pin, m.RuleName))
+	for i := range m.Pinned {
+		if !m.Pinned[i].Rewritten { // its rewrite's warning says so
+			add(pinnedWarning(&m.Pinned[i], m.RuleName))
+		}
 	}
 	for _, pin := range m.Unpinned {
 		add(fmt.Sprintf("imagegate did not pin %s to a digest, so it runs by tag: %v", describeImage(pin.Image), pin.Err))
@@ -516,21 +525,64 @@ func mutationWarning(s string) string {
 	return s
 }
 
-// pinnedWarning is the warning for an image pinned under rule, written
-// into one buffer: a warning per pinned image, with fmt and a string per
-// quoted part, was a measurable part of a review whose tags were all
-// cached (BenchmarkMutatePin).
-func pinnedWarning(pin *Pin, rule string) string {
-	const why = " pins tags to the digest their registry serves)"
+// pinsWhy ends the warning of an image pinned: why it was.
+const pinsWhy = " pins tags to the digest their registry serves"
+
+// rewriteWarning is the warning for an image rewritten under rule, and
+// pinned too when rw.Pinned is set (one warning, as one log line, per
+// image). It and pinnedWarning are written into one buffer: a warning per
+// image with fmt and a string per quoted part was a measurable part of a
+// review whose tags were all cached (BenchmarkMutatePin).
+func rewriteWarning(rw *Rewrite, rule string) string {
+	res := &rw.Result
+	to := res.Rewritten
+	if rw.Pinned != "" {
+		to = rw.Pinned
+	}
 	var b strings.Builder
-	b.Grow(64 + len(pin.Image.Container) + len(pin.Image.Ref) + len(pin.Pinned) + len(rule) + len(why))
+	b.Grow(256 + len(rw.Image.Container) + len(rw.Image.Ref) + len(to) + len(rule) + len(res.Reason))
+	b.WriteString("imagegate rewrote ")
+	writeImage(&b, rw.Image)
+	b.WriteString(" to ")
+	writeQuoted(&b, to)
+	namesRule := res.Status == rewrite.StatusQualified
+	switch {
+	case namesRule:
+		b.WriteString(" (rule ")
+		writeQuoted(&b, rule)
+		b.WriteString(" requires fully qualified references")
+	case res.Qualified != "":
+		b.WriteString(" (qualified as " + res.Qualified + ", then mirror rule " + res.Mirror.String())
+	default:
+		b.WriteString(" (mirror rule " + res.Mirror.String())
+	}
+	switch {
+	case rw.Pinned != "" && namesRule:
+		b.WriteString(" and" + pinsWhy)
+	case rw.Pinned != "":
+		b.WriteString("; rule ")
+		writeQuoted(&b, rule)
+		b.WriteString(pinsWhy)
+	}
+	b.WriteByte(')')
+	if namesRule && res.Reason != "" {
+		b.WriteString("; mirror rule " + res.Mirror.String() + " matches, but " + res.Reason)
+	}
+	return b.String()
+}
+
+// pinnedWarning is the warning for an image pinned, and not rewritten,
+// under rule.
+func pinnedWarning(pin *Pin, rule string) string {
+	var b strings.Builder
+	b.Grow(64 + len(pin.Image.Container) + len(pin.Image.Ref) + len(pin.Pinned) + len(rule) + len(pinsWhy))
 	b.WriteString("imagegate pinned ")
 	writeImage(&b, pin.Image)
 	b.WriteString(" to ")
 	writeQuoted(&b, pin.Pinned)
 	b.WriteString(" (rule ")
 	writeQuoted(&b, rule)
-	b.WriteString(why)
+	b.WriteString(pinsWhy + ")")
 	return b.String()
 }
 

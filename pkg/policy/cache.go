@@ -3,8 +3,6 @@ package policy
 import (
 	"hash/maphash"
 	"sync"
-
-	"github.com/distribution/reference"
 )
 
 // verdictCache remembers what checkImage found for an image under a rule, so
@@ -21,8 +19,8 @@ import (
 // one and the old one is dropped, and a hit in the old generation moves the
 // entry to the current one. Images in use therefore stay, and the cache never
 // holds more than 2 × cacheShards × cacheGeneration entries, whose references
-// are at most maxCachedRef bytes long. The references Pins parses for the
-// mutating webhook are kept the same way, under the same bound, beside the
+// are at most maxCachedRef bytes long. What Pins parses of a reference for
+// the mutating webhook is kept the same way, under the same bound, beside the
 // verdicts: a parse costs more than pinning a cached tag otherwise does.
 type verdictCache struct {
 	seed   maphash.Seed
@@ -46,50 +44,49 @@ type cacheKey struct {
 type cacheShard struct {
 	mu       sync.Mutex
 	cur, old map[cacheKey][]Violation
-	// curNames and oldNames are two generations, as cur and old, of the
+	// curTags and oldTags are two generations, as cur and old, of the
 	// references parsed for Pins, which the mutating webhook asks for every
 	// pinned image of every review.
-	curNames, oldNames map[string]reference.Named
+	curTags, oldTags map[string]tagRef
 }
 
-// named returns ref parsed as reference.ParseNormalizedNamed parses it,
-// from the cache when it was parsed before; a reference that does not
-// parse is not cached.
-func (c *verdictCache) named(ref string) (reference.Named, error) {
+// tagOf returns what Pins and Tags need of ref, from the cache when ref
+// was parsed before; a reference that does not parse is not cached.
+func (c *verdictCache) tagOf(ref string) (tagRef, error) {
 	if c == nil || len(ref) > maxCachedRef {
-		return reference.ParseNormalizedNamed(ref)
+		return parseTag(ref)
 	}
 	s := c.shard(ref)
 	s.mu.Lock()
-	n, ok := s.curNames[ref]
+	t, ok := s.curTags[ref]
 	if !ok {
-		if n, ok = s.oldNames[ref]; ok {
-			delete(s.oldNames, ref)
-			s.addName(ref, n)
+		if t, ok = s.oldTags[ref]; ok {
+			delete(s.oldTags, ref)
+			s.addTag(ref, t)
 		}
 	}
 	s.mu.Unlock()
 	if ok {
-		return n, nil
+		return t, nil
 	}
-	n, err := reference.ParseNormalizedNamed(ref)
+	t, err := parseTag(ref)
 	if err != nil {
-		return nil, err
+		return t, err
 	}
 	s.mu.Lock()
-	s.addName(ref, n)
+	s.addTag(ref, t)
 	s.mu.Unlock()
-	return n, nil
+	return t, nil
 }
 
-func (s *cacheShard) addName(ref string, n reference.Named) {
-	if len(s.curNames) >= cacheGeneration {
-		s.oldNames, s.curNames = s.curNames, nil
+func (s *cacheShard) addTag(ref string, t tagRef) {
+	if len(s.curTags) >= cacheGeneration {
+		s.oldTags, s.curTags = s.curTags, nil
 	}
-	if s.curNames == nil {
-		s.curNames = make(map[string]reference.Named, cacheGeneration)
+	if s.curTags == nil {
+		s.curTags = make(map[string]tagRef, cacheGeneration)
 	}
-	s.curNames[ref] = n
+	s.curTags[ref] = t
 }
 
 func newVerdictCache() *verdictCache {

@@ -11,7 +11,7 @@ func NamesLen(p *Policy) int {
 	for i := range p.cache.shards {
 		s := &p.cache.shards[i]
 		s.mu.Lock()
-		n += len(s.curNames) + len(s.oldNames)
+		n += len(s.curTags) + len(s.oldTags)
 		s.mu.Unlock()
 	}
 	return n

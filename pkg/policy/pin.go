@@ -58,31 +58,43 @@ func (p *Policy) tags(in Input, plan RewritePlan, digested bool) []Pin {
 			ref = plan.Results[i].Rewritten
 		}
 		// Judged first, from the verdict cache: only an image the rule
-		// allows is parsed, and its parse is kept (see verdictCache.named).
+		// allows is parsed, and its parse is kept (see verdictCache.tagOf).
 		if !allowedButForDigest(p.cache.judge(r, nil, Image{Ref: ref})) {
 			continue
 		}
-		named, err := p.cache.named(ref)
-		if err != nil {
+		t, err := p.cache.tagOf(ref)
+		if err != nil || t.lookup == "" || t.digest != "" && !digested {
 			continue
 		}
-		tagged, ok := named.(reference.Tagged)
-		if !ok {
-			continue
+		if pins == nil {
+			pins = make([]Pin, 0, len(in.Images)-i)
 		}
-		pin := Pin{Index: i, Ref: ref, Lookup: named.String()}
-		if d, ok := named.(reference.Digested); ok {
-			if !digested {
-				continue
-			}
-			pin.Digest = d.Digest().String()
-			if t, err := reference.WithTag(reference.TrimNamed(named), tagged.Tag()); err == nil {
-				pin.Lookup = t.String()
-			}
-		}
-		pins = append(pins, pin)
+		pins = append(pins, Pin{Index: i, Ref: ref, Lookup: t.lookup, Digest: t.digest})
 	}
 	return pins
+}
+
+// tagRef is what Pins and Tags need of a reference: lookup, its name and
+// tag normalised (docker.io/library/nginx:1.25, without any digest), empty
+// when it has no tag; and the digest it carries, if any.
+type tagRef struct{ lookup, digest string }
+
+func parseTag(ref string) (tagRef, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return tagRef{}, err
+	}
+	var t tagRef
+	if d, ok := named.(reference.Digested); ok {
+		t.digest = d.Digest().String()
+	}
+	if tagged, ok := named.(reference.Tagged); ok {
+		if named, err = reference.WithTag(reference.TrimNamed(named), tagged.Tag()); err != nil {
+			return tagRef{}, err
+		}
+		t.lookup = named.String()
+	}
+	return t, nil
 }
 
 func allowedButForDigest(vs []Violation) bool {

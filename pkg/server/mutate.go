@@ -76,16 +76,20 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 // review that changed nothing. An image rewritten then pinned gets one
 // line, not two: a log line costs more than pinning a cached tag does.
 func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission.Mutation) {
-	base := []any{"endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name}
+	// Every line is base and its own fields, in one backing array: slog
+	// copies what it logs, and a line per image is the mutating webhook's
+	// commonest output.
+	base := append(make([]any, 0, 32), "endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name)
 	if p != nil {
 		base = append(base, "policy", p.Hash())
 	}
+	line := func(fields ...any) []any { return append(base, fields...) }
 	if m.Unreadable != nil {
-		s.log.Warn("request not read; images not rewritten", append(base, "err", m.Unreadable.Error())...)
+		s.log.Warn("request not read; images not rewritten", line("err", m.Unreadable.Error())...)
 		return
 	}
 	for _, rw := range m.Rewritten {
-		args := append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
+		args := line("rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "qualified", rw.Result.Qualified, "mirror", rw.Result.Mirror.String())
 		if rw.Pinned != "" {
 			args = append(args, "pinned", rw.Pinned)
@@ -93,23 +97,23 @@ func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission
 		s.log.Info("image rewritten", args...)
 	}
 	for _, rw := range m.Failed {
-		s.log.Info("image not rewritten", append(base, "rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
+		s.log.Info("image not rewritten", line("rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
 			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
 	}
 	for _, pin := range m.Pinned {
 		if pin.Rewritten { // its "image rewritten" line says pinned=
 			continue
 		}
-		s.log.Info("image pinned", append(base, "rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
+		s.log.Info("image pinned", line("rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
 			"image", pin.Image.Ref, "pinned", pin.Pinned)...)
 	}
 	for _, pin := range m.Unpinned {
-		s.log.Warn("image not pinned", append(base, "rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
+		s.log.Warn("image not pinned", line("rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
 			"image", pin.Image.Ref, "ref", pin.Ref, "err", cutLogged(pin.Err.Error()))...)
 	}
 	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && len(m.Pinned) == 0 && len(m.Unpinned) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
 		images := capped(len(m.Input.Images), func(i int) string { return m.Input.Images[i].Ref })
-		s.log.Debug("nothing to rewrite", append(base, "images", images, "breakGlass", m.BreakGlass)...)
+		s.log.Debug("nothing to rewrite", line("images", images, "breakGlass", m.BreakGlass)...)
 	}
 }
 
