@@ -219,15 +219,15 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	m.Input.Images, m.Input.Annotations = r.pod()
 	plan := p.Rewrite(m.Input)
 	m.RuleName, m.BreakGlass = plan.RuleName, plan.BreakGlass
-	// values[i] is the value patched into image i at its path; empty: left
-	// as written.
-	values, changed := make([]patchOp, len(r.images)), 0
+	// values[i] is the path of image i and the value patched into it, the
+	// value empty when it is left as written.
+	values, changed := make([]struct{ path, value string }, len(r.images)), 0
 	for i, res := range plan.Results {
 		switch res.Status {
 		case rewrite.StatusRewritten, rewrite.StatusQualified:
 			path := r.images[i].pointer(r.prefix)
 			m.Rewritten = append(m.Rewritten, Rewrite{Image: r.images[i].Image, Path: path, Result: res, index: i})
-			values[i] = patchOp{Op: "replace", Path: path, Value: res.Rewritten}
+			values[i].path, values[i].value = path, res.Rewritten
 			changed++
 		case rewrite.StatusFailed:
 			m.Failed = append(m.Failed, Rewrite{Image: r.images[i].Image, Path: r.images[i].pointer(r.prefix), Result: res})
@@ -260,7 +260,7 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 				changed++
 			}
 			m.Pinned = append(m.Pinned, pin)
-			values[i] = patchOp{Op: "replace", Path: pin.Path, Value: pin.Pinned}
+			values[i].path, values[i].value = pin.Path, pin.Pinned
 		}
 		if len(m.Pinned) == 0 {
 			m.Pinned = nil
@@ -272,8 +272,8 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	ops := make([]patchOp, 0, changed+1)
 	images := make([]policy.Image, 0, changed)
 	for i, v := range values { // in the object's order
-		if v.Op != "" {
-			ops = append(ops, v)
+		if v.value != "" {
+			ops = append(ops, patchOp{Op: "replace", Path: v.path, Value: v.value})
 			images = append(images, r.images[i].Image)
 		}
 	}

@@ -17,7 +17,11 @@ func checkGolden(t *testing.T, rec *httptest.ResponseRecorder, golden string) *b
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
 	}
-	return checkGoldenJSON(t, "reply", rec.Body.Bytes(), golden)
+	body := rec.Body.Bytes()
+	if !bytes.HasSuffix(body, []byte("}\n")) {
+		t.Errorf("the reply does not end in a newline, as json.Encoder writes: %q", body[max(0, len(body)-20):])
+	}
+	return checkGoldenJSON(t, "reply", bytes.TrimSuffix(body, []byte("\n")), golden)
 }
 
 // checkGoldenJSON asserts that the JSON document raw (what names it in

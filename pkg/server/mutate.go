@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -57,14 +55,9 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out, err := json.Marshal(resp)
-	if err != nil { // the reply holds only strings, bools and bytes
-		s.reject(w, endpoint, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
-		s.rec.ReviewError(endpoint, time.Since(start))
+	if !s.reply(w, endpoint, start, resp) {
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
 	s.logMutation(r.Context(), p, &m)
 	s.rec.Mutation(m.Patched(), len(m.Rewritten), len(m.Failed), time.Since(start))
 }
@@ -76,44 +69,51 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 // review that changed nothing. An image rewritten then pinned gets one
 // line, not two: a log line costs more than pinning a cached tag does.
 func (s *Server) logMutation(ctx context.Context, p *policy.Policy, m *admission.Mutation) {
-	// Every line is base and its own fields, in one backing array: slog
-	// copies what it logs, and a line per image is the mutating webhook's
-	// commonest output.
-	base := append(make([]any, 0, 32), "endpoint", metrics.EndpointMutate, "namespace", m.Input.Namespace, "kind", m.Kind, "name", m.Name)
+	// Every line is base and its own attributes, in one backing array
+	// (slog copies what it logs), and attributes rather than key-value
+	// pairs, which would box each string: a line per image is the mutating
+	// webhook's commonest output.
+	base := append(make([]slog.Attr, 0, 16), slog.String("endpoint", metrics.EndpointMutate), slog.String("namespace", m.Input.Namespace),
+		slog.String("kind", m.Kind), slog.String("name", m.Name))
 	if p != nil {
-		base = append(base, "policy", p.Hash())
+		base = append(base, slog.String("policy", p.Hash()))
 	}
-	line := func(fields ...any) []any { return append(base, fields...) }
+	log := func(level slog.Level, msg string, attrs ...slog.Attr) {
+		s.log.LogAttrs(ctx, level, msg, append(base, attrs...)...)
+	}
 	if m.Unreadable != nil {
-		s.log.Warn("request not read; images not rewritten", line("err", m.Unreadable.Error())...)
+		log(slog.LevelWarn, "request not read; images not rewritten", slog.String("err", m.Unreadable.Error()))
 		return
 	}
+	rule := slog.String("rule", m.RuleName)
 	for _, rw := range m.Rewritten {
-		args := line("rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
-			"image", rw.Image.Ref, "rewritten", rw.Result.Rewritten, "qualified", rw.Result.Qualified, "mirror", rw.Result.Mirror.String())
+		attrs := []slog.Attr{rule, slog.String("source", source(rw.Image)), slog.String("container", rw.Image.Container), slog.String("image", rw.Image.Ref),
+			slog.String("rewritten", rw.Result.Rewritten), slog.String("qualified", rw.Result.Qualified), slog.String("mirror", rw.Result.Mirror.String()), {}}
 		if rw.Pinned != "" {
-			args = append(args, "pinned", rw.Pinned)
+			attrs[len(attrs)-1] = slog.String("pinned", rw.Pinned)
+		} else {
+			attrs = attrs[:len(attrs)-1]
 		}
-		s.log.Info("image rewritten", args...)
+		log(slog.LevelInfo, "image rewritten", attrs...)
 	}
 	for _, rw := range m.Failed {
-		s.log.Info("image not rewritten", line("rule", m.RuleName, "source", source(rw.Image), "container", rw.Image.Container,
-			"image", rw.Image.Ref, "mirror", rw.Result.Mirror.String(), "reason", rw.Result.Reason)...)
+		log(slog.LevelInfo, "image not rewritten", rule, slog.String("source", source(rw.Image)), slog.String("container", rw.Image.Container),
+			slog.String("image", rw.Image.Ref), slog.String("mirror", rw.Result.Mirror.String()), slog.String("reason", rw.Result.Reason))
 	}
 	for _, pin := range m.Pinned {
 		if pin.Rewritten { // its "image rewritten" line says pinned=
 			continue
 		}
-		s.log.Info("image pinned", line("rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
-			"image", pin.Image.Ref, "pinned", pin.Pinned)...)
+		log(slog.LevelInfo, "image pinned", rule, slog.String("source", source(pin.Image)), slog.String("container", pin.Image.Container),
+			slog.String("image", pin.Image.Ref), slog.String("pinned", pin.Pinned))
 	}
 	for _, pin := range m.Unpinned {
-		s.log.Warn("image not pinned", line("rule", m.RuleName, "source", source(pin.Image), "container", pin.Image.Container,
-			"image", pin.Image.Ref, "ref", pin.Ref, "err", cutLogged(pin.Err.Error()))...)
+		log(slog.LevelWarn, "image not pinned", rule, slog.String("source", source(pin.Image)), slog.String("container", pin.Image.Container),
+			slog.String("image", pin.Image.Ref), slog.String("ref", pin.Ref), slog.String("err", cutLogged(pin.Err.Error())))
 	}
 	if len(m.Rewritten) == 0 && len(m.Failed) == 0 && len(m.Pinned) == 0 && len(m.Unpinned) == 0 && s.log.Enabled(ctx, slog.LevelDebug) {
 		images := capped(len(m.Input.Images), func(i int) string { return m.Input.Images[i].Ref })
-		s.log.Debug("nothing to rewrite", line("images", images, "breakGlass", m.BreakGlass)...)
+		log(slog.LevelDebug, "nothing to rewrite", slog.Any("images", images), slog.Bool("breakGlass", m.BreakGlass))
 	}
 }
 

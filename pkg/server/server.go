@@ -192,8 +192,8 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // reviewFunc is an adapter: it decodes a body, judges it with the policy and
-// fills r with what it judged, the decision and the encoded reply. An error
-// means the body is not the kind of review the endpoint takes.
+// fills r with what it judged: the decision and the reply. An error means
+// the body is not the kind of review the endpoint takes.
 type reviewFunc func(p *policy.Policy, body []byte, r *reviewed) error
 
 // reviewed is what a reviewFunc fills. It is filled through a pointer, not
@@ -203,37 +203,17 @@ type reviewFunc func(p *policy.Policy, body []byte, r *reviewed) error
 type reviewed struct {
 	in    policy.Input
 	d     policy.Decision
-	reply []byte
+	reply any
 }
 
-// encode renders the reply. It cannot fail for the reply types, which
-// hold only strings, bools and maps; if it did, it would be imagegate's
-// fault, not the request's.
-func (r *reviewed) encode(resp any) (err error) {
-	if r.reply, err = json.Marshal(resp); err != nil {
-		return encodeError{err}
-	}
-	return nil
+func reviewImage(p *policy.Policy, body []byte, r *reviewed) (err error) {
+	r.reply, err = imagereview.ReviewInto(p, body, &r.in, &r.d)
+	return err
 }
 
-type encodeError struct{ err error }
-
-func (e encodeError) Error() string { return "encode response: " + e.err.Error() }
-
-func reviewImage(p *policy.Policy, body []byte, r *reviewed) error {
-	resp, err := imagereview.ReviewInto(p, body, &r.in, &r.d)
-	if err != nil {
-		return err
-	}
-	return r.encode(resp)
-}
-
-func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) error {
-	resp, err := admission.ReviewInto(p, body, &r.in, &r.d)
-	if err != nil {
-		return err
-	}
-	return r.encode(resp)
+func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) (err error) {
+	r.reply, err = admission.ReviewInto(p, body, &r.in, &r.d)
+	return err
 }
 
 // refuseFunc is an adapter's answer to a body that was not read whole:
@@ -242,14 +222,14 @@ func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) error {
 // review.
 type refuseFunc func(p *policy.Policy, prefix []byte, why string, r *reviewed) bool
 
-func refuseImage(p *policy.Policy, prefix []byte, why string, r *reviewed) bool {
-	resp, ok := imagereview.Refuse(p, prefix, why, &r.d)
-	return ok && r.encode(resp) == nil
+func refuseImage(p *policy.Policy, prefix []byte, why string, r *reviewed) (ok bool) {
+	r.reply, ok = imagereview.Refuse(p, prefix, why, &r.d)
+	return ok
 }
 
-func refuseAdmission(p *policy.Policy, prefix []byte, why string, r *reviewed) bool {
-	resp, ok := admission.Refuse(p, prefix, why, &r.d)
-	return ok && r.encode(resp) == nil
+func refuseAdmission(p *policy.Policy, prefix []byte, why string, r *reviewed) (ok bool) {
+	r.reply, ok = admission.Refuse(p, prefix, why, &r.d)
+	return ok
 }
 
 func (s *Server) review(endpoint string, fn reviewFunc, refuse refuseFunc) http.HandlerFunc {
@@ -273,20 +253,33 @@ func (s *Server) review(endpoint string, fn reviewFunc, refuse refuseFunc) http.
 			return
 		default:
 			if err := fn(p, b.Bytes(), &res); err != nil {
-				code := http.StatusBadRequest
-				if errors.As(err, new(encodeError)) {
-					code = http.StatusInternalServerError
-				}
-				s.reject(w, endpoint, code, err.Error())
+				s.reject(w, endpoint, http.StatusBadRequest, err.Error())
 				s.rec.ReviewError(endpoint, time.Since(start))
 				return
 			}
 		}
+		if !s.reply(w, endpoint, start, res.reply) {
+			return
+		}
 		s.logDecision(r.Context(), endpoint, p, &res.in, &res.d)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(res.reply)
 		s.rec.Review(endpoint, &res.d, time.Since(start))
 	}
+}
+
+// reply writes v, a review's reply, as JSON, straight from encoding/json's
+// pooled buffer into w rather than through a copy of its own: the reply is
+// a review's largest allocation. It returns false, having answered 500,
+// when v does not encode, which the reply types (strings, bools, bytes and
+// maps) never fail to: that would be imagegate's fault, not the request's.
+func (s *Server) reply(w http.ResponseWriter, endpoint string, start time.Time, v any) bool {
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(v); err != nil { // nothing is written on error
+		w.Header().Del("Content-Type")
+		s.reject(w, endpoint, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
+		s.rec.ReviewError(endpoint, time.Since(start))
+		return false
+	}
+	return true
 }
 
 // readBody reads a review's body under the budget; the caller releases
