@@ -24,10 +24,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART=$ROOT/config/helm/imagegate
 CHART_README=${CHART}/README.md
 VALUES=$ROOT/config/helm/render
-COMPONENTS=(mutating-webhook cert-manager policy-file client-auth hpa prometheus audit-report)
+COMPONENTS=(mutating-webhook cert-manager policy-file client-auth hpa prometheus audit-report digest-pinning)
 # The chart's templates each part of config/ is made of (crds/NAME: the
-# chart's crds/NAME.yaml). policy-file and client-auth add no object of
-# their own (kustomize patches and a configMapGenerator over
+# chart's crds/NAME.yaml). policy-file, client-auth and digest-pinning add
+# no object of their own (kustomize patches and a configMapGenerator over
 # config/policy-file/policy.yaml).
 declare -A OUTPUTS=(
 	[base]="namespace serviceaccount deployment service poddisruptionbudget validatingwebhookconfiguration"

@@ -14,9 +14,11 @@
 #    hack/render-config.sh --template, compared as JSON): the components'
 #    hand-kept patches agree with the chart. So does config/ with
 #    audit-report, mutating-webhook and policy-file, in that order, against
-#    the chart with their three values files, and in both the audit CronJob
-#    has the Deployment's policy flags and volume: the two components patch
-#    the CronJob as they patch the Deployment.
+#    the chart with their three values files, and so does audit-report,
+#    mutating-webhook and digest-pinning; in each the audit CronJob has the
+#    Deployment's policy and registry flags and volumes: the components
+#    patch the CronJob as they patch the Deployment. "everything" pins
+#    digests with registry credentials and a CA, shared the same way.
 # 3. A real install of the webhooks, as the kustomize scenarios
 #    (validating_webhook, mutating_webhook) do with config/: the chart's
 #    defaults with the mutating webhook on (config/helm/render/
@@ -57,6 +59,9 @@ scenario_helm() {
 	expect_fail_cmd "a misspelt value (webhook.failurPolicy) is refused by values.schema.json" \
 		"additional properties 'failurPolicy' not allowed" \
 		"$helm" template imagegate "$chart" --set webhook.failurPolicy=Ignore
+	expect_fail_cmd "pinning.enabled without the mutating webhook, which is what pins, is refused" \
+		'pinning.enabled needs mutatingWebhook.enabled' \
+		"$helm" template imagegate "$chart" --set pinning.enabled=true
 
 	helm_crds >"$crds"
 	expect_ok "the stand-in CRDs for cert-manager and the Prometheus Operator are created" -- apply -f "$crds"
@@ -76,7 +81,9 @@ scenario_helm() {
 				-f "$ROOT/config/helm/render/cert-manager.yaml" -f "$ROOT/config/helm/render/client-auth.yaml" \
 				-f "$ROOT/config/helm/render/hpa.yaml" -f "$ROOT/config/helm/render/prometheus.yaml" \
 				-f "$ROOT/config/helm/render/audit-report.yaml" --include-crds \
-				--set-file clientAuth.caBundle="$WORK/pki/ca.crt" >"$out"
+				--set-file clientAuth.caBundle="$WORK/pki/ca.crt" --set pinning.enabled=true \
+				--set pinning.credentialsSecret=registry-credentials --set pinning.caConfigMap=registry-ca \
+				--set pinning.timeout=1500ms --set pinning.reviewTimeout=4s --set pinning.cacheTTL=10m >"$out"
 			;;
 		*) "$render" --template "$set" >"$out" ;;
 		esac || {
@@ -92,6 +99,10 @@ scenario_helm() {
 		'--client-ca-file=/client-ca/ca.crt' "$dir/client-auth.yaml"
 	expect_grep "everything: the ConfigMap imagegate-client-ca is made from clientAuth.caBundle" \
 		'^  name: imagegate-client-ca$' "$dir/everything.yaml"
+	expect_grep "everything: pinning.credentialsSecret's .dockerconfigjson is mounted whole as the config.json --registry-credentials names" \
+		'--registry-credentials=/etc/imagegate-registry/credentials/config\.json' "$dir/everything.yaml"
+	expect_grep "everything: imagegate's group may read the Secrets' files (fsGroup; the kubelet writes them as root, mode 0440)" \
+		'^        fsGroup: 65532$' "$dir/everything.yaml"
 	expect_grep "audit-report: the chart ships the Report CRD (helm template --include-crds)" \
 		'^  name: reports\.openreports\.io$' "$dir/audit-report.yaml"
 	expect_same_policy "$dir/audit-report.yaml"
@@ -102,11 +113,16 @@ scenario_helm() {
 	for component in mutating-webhook cert-manager policy-file client-auth hpa prometheus audit-report; do
 		expect_same_as_kustomize "$component"
 	done
+	# digest-pinning needs mutating-webhook, and the chart says so.
+	expect_same_as_kustomize mutating-webhook digest-pinning
 	# The components that change the policy, listed after audit-report as
 	# config/kustomization.yaml's comment says.
 	expect_same_as_kustomize audit-report mutating-webhook policy-file
 	expect_same_policy "$dir/kustomize-audit-report+mutating-webhook+policy-file.yaml"
 	expect_same_policy "$dir/chart-audit-report+mutating-webhook+policy-file.yaml"
+	expect_same_as_kustomize audit-report mutating-webhook digest-pinning
+	expect_same_policy "$dir/kustomize-audit-report+mutating-webhook+digest-pinning.yaml"
+	expect_same_policy "$dir/chart-audit-report+mutating-webhook+digest-pinning.yaml"
 	expect_ok "the stand-in CRDs are deleted" -- delete -f "$crds"
 
 	helm_install "$helm" "$chart" "$dir"
@@ -329,14 +345,14 @@ expect_dry_run() {
 # the same restricted security context.
 expect_same_policy() {
 	local file=$1 desc objects got
-	desc="${file##*/}: the audit CronJob judges with the Deployment's policy flags, policy volume, image and security context"
+	desc="${file##*/}: the audit CronJob judges with the Deployment's policy and registry flags and volumes, image and security context"
 	objects=$("$KUBECTL" create --dry-run=client -o json -f "$file" 2>&1) || {
 		fail "$desc" "kubectl create --dry-run=client -f $file: $objects"
 		return
 	}
 	got=$(jq -s '
-		def policy: [.[] | select(test("^--(registry-whitelist|mode|registry-mirror|config)="))];
-		def mine: [.[] | select(.name == "policy")];
+		def policy: [.[] | select(test("^--(registry-whitelist|mode|registry-mirror|config|pin-digests|registry-credentials|registry-ca-file|registry-timeout|registry-review-timeout|digest-cache-ttl)(=|$)"))];
+		def mine: [.[] | select(.name == "policy" or .name == "registry-credentials" or .name == "registry-ca")];
 		[.[] | if .kind == "List" then .items[] else . end] |
 		(.[] | select(.kind == "Deployment") | .spec.template.spec) as $d |
 		(.[] | select(.kind == "CronJob") | .spec.jobTemplate.spec.template.spec) as $c |

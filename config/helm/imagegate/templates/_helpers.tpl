@@ -126,13 +126,49 @@ components append --registry-mirror and --config to the base's arguments.
 {{- if .Values.policy }}
 - --config=/etc/imagegate/policy.yaml
 {{- end }}
+{{- with .Values.pinning }}
+{{- if .enabled }}
+{{- if not $.Values.mutatingWebhook.enabled }}
+{{- fail "pinning.enabled needs mutatingWebhook.enabled: the mutating webhook (POST /mutate) is what pins digests" }}
+{{- end }}
+- --pin-digests
+{{- end }}
+{{- if .credentialsSecret }}
+- --registry-credentials=/etc/imagegate-registry/credentials/config.json
+{{- end }}
+{{- if .caConfigMap }}
+- --registry-ca-file=/etc/imagegate-registry/ca/ca.crt
+{{- end }}
+{{- with .timeout }}
+- --registry-timeout={{ . }}
+{{- end }}
+{{- with .reviewTimeout }}
+- --registry-review-timeout={{ . }}
+{{- end }}
+{{- with .cacheTTL }}
+- --digest-cache-ttl={{ . }}
+{{- end }}
+{{- end }}
 {{- end }}
 
-{{/* The policy file's mount and volume, with policy set; else empty. */}}
+{{/*
+The mounts and volumes of what policyArgs names: the policy file, the
+registry credentials and CAs; empty when none is set.
+*/}}
 {{- define "imagegate.policyVolumeMount" -}}
 {{- if .Values.policy }}
 - name: policy
   mountPath: /etc/imagegate
+  readOnly: true
+{{- end }}
+{{- if .Values.pinning.credentialsSecret }}
+- name: registry-credentials
+  mountPath: /etc/imagegate-registry/credentials
+  readOnly: true
+{{- end }}
+{{- if .Values.pinning.caConfigMap }}
+- name: registry-ca
+  mountPath: /etc/imagegate-registry/ca
   readOnly: true
 {{- end }}
 {{- end }}
@@ -143,13 +179,34 @@ components append --registry-mirror and --config to the base's arguments.
   configMap:
     name: imagegate-policy
 {{- end }}
+{{- with .Values.pinning.credentialsSecret }}
+# Mounted whole, not with subPath, so an update of the Secret reaches the
+# file, which imagegate re-reads.
+- name: registry-credentials
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: .dockerconfigjson
+        path: config.json
+{{- end }}
+{{- with .Values.pinning.caConfigMap }}
+- name: registry-ca
+  configMap:
+    name: {{ . }}
+{{- end }}
 {{- end }}
 
-{{/* Pod Security "restricted", for every imagegate pod. */}}
+{{/*
+Pod Security "restricted", for every imagegate pod. fsGroup: the kubelet
+writes Secret and ConfigMap files as root, so the files of the TLS and
+registry Secrets (mode 0440) are readable by imagegate's group only with it.
+*/}}
 {{- define "imagegate.podSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
+fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
