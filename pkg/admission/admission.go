@@ -95,25 +95,18 @@ func ReadObject(k metav1.GroupVersionKind, namespace string, raw []byte) (in pol
 	return in, true, err
 }
 
-// Review decodes body and judges it with p, returning the input it judged,
-// the decision and the reply to encode. An error means body is not an
-// AdmissionReview and deserves a 400; everything else, including a request
-// imagegate cannot read, is an answer.
-func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
-	var in policy.Input
-	var d policy.Decision
-	resp, err := ReviewInto(p, body, &in, &d)
-	return in, d, resp, err
-}
-
-// ReviewInto is Review for a server: it fills the caller's in and d instead
-// of returning them. Each HTTP/2 request runs on a new goroutine whose stack
-// starts small, and every frame holding its own copy of them on the way up
-// is stack that goroutine grows into by copying what it has, which costs
-// more than the whole decoding.
+// Review decodes body and judges it with p, filling in with the input it
+// judged and d with the decision, and returns the reply to encode. An
+// error means body is not an AdmissionReview and deserves a 400;
+// everything else, including a request imagegate cannot read, is an answer.
+//
+// It fills the caller's in and d rather than returning them: each HTTP/2
+// request runs on a new goroutine whose stack starts small, and every frame
+// holding its own copy of them on the way up is stack that goroutine grows
+// into by copying what it has, which costs more than the whole decoding.
 //
 // It reads the review and its objects in one pass (see decodeReview).
-func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
+func Review(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
 	review, objs, err := decodeReview(body)
 	if err != nil {
 		return Response{}, err

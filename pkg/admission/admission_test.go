@@ -239,7 +239,9 @@ func TestInputFailsClosed(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, d, resp, err := admission.Review(testPolicy(t, policy.ModeWarn), review("v1", tc.req))
+			var in policy.Input
+			var d policy.Decision
+			resp, err := admission.Review(testPolicy(t, policy.ModeWarn), review("v1", tc.req), &in, &d)
 			if err != nil {
 				t.Fatalf("Review: %v; want an answer", err)
 			}
@@ -259,7 +261,9 @@ func TestInputFailsClosed(t *testing.T) {
 func TestReviewPassesDeleteAndConnect(t *testing.T) {
 	t.Parallel()
 	for _, op := range []string{"DELETE", "CONNECT"} {
-		_, d, resp, err := admission.Review(testPolicy(t, policy.ModeEnforce), review("v1beta1", request("", "v1", "Pod", op, "null", `{"spec":{"containers":[{"name":"a","image":"nginx"}]}}`)))
+		var in policy.Input
+		var d policy.Decision
+		resp, err := admission.Review(testPolicy(t, policy.ModeEnforce), review("v1beta1", request("", "v1", "Pod", op, "null", `{"spec":{"containers":[{"name":"a","image":"nginx"}]}}`)), &in, &d)
 		if err != nil || !d.Allowed || !resp.Response.Allowed || resp.APIVersion != admission.APIVersionV1beta1 {
 			t.Errorf("%s: err %v, response %+v; want a v1beta1 allow", op, err, resp)
 		}
@@ -311,7 +315,7 @@ func TestWarnings(t *testing.T) {
 
 func TestResponseJSON(t *testing.T) {
 	t.Parallel()
-	_, _, resp, err := admission.Review(testPolicy(t, policy.ModeEnforce), review("v1", request("", "v1", "Pod", "CREATE", `{"spec":{"containers":[{"name":"app","image":"nginx:1.25"}]}}`, "null")))
+	resp, err := admission.Review(testPolicy(t, policy.ModeEnforce), review("v1", request("", "v1", "Pod", "CREATE", `{"spec":{"containers":[{"name":"app","image":"nginx:1.25"}]}}`, "null")), new(policy.Input), new(policy.Decision))
 	if err != nil {
 		t.Fatal(err)
 	}

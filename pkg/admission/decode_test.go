@@ -101,7 +101,9 @@ func checkOnePass(t *testing.T, p *policy.Policy, body []byte) (onePass bool) {
 	t.Helper()
 	var w wireReview
 	onePass = jsonv2.Unmarshal(body, &w, wirejson.Options) == nil
-	gotIn, gotD, gotResp, gotErr := Review(p, body)
+	var gotIn policy.Input
+	var gotD policy.Decision
+	gotResp, gotErr := Review(p, body, &gotIn, &gotD)
 	wantIn, wantD, wantResp, wantErr := reviewDecoded(p, body)
 	if (gotErr == nil) != (wantErr == nil) || gotErr != nil && gotErr.Error() != wantErr.Error() {
 		t.Fatalf("Review error %v, Decode and Input's %v, for %q", gotErr, wantErr, body)
@@ -146,7 +148,10 @@ func BenchmarkReview(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
 		review func(*policy.Policy, []byte) (policy.Input, policy.Decision, Response, error)
-	}{{"one-pass", Review}, {"Decode+Input", reviewDecoded}} {
+	}{{"one-pass", func(p *policy.Policy, body []byte) (in policy.Input, d policy.Decision, resp Response, err error) {
+		resp, err = Review(p, body, &in, &d)
+		return in, d, resp, err
+	}}, {"Decode+Input", reviewDecoded}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(body)))

@@ -18,7 +18,9 @@ func ExampleReview() {
 		"object":{"apiVersion":"apps/v1","kind":"Deployment","spec":{"template":{"spec":{
 			"initContainers":[{"name":"setup","image":"registry.my.com/setup:1.0"}],
 			"containers":[{"name":"app","image":"nginx:1.25"}]}}}}}}`)
-	_, _, resp, err := admission.Review(p, body)
+	var in policy.Input
+	var d policy.Decision
+	resp, err := admission.Review(p, body, &in, &d)
 	if err != nil {
 		panic(err) // body is not an AdmissionReview: answer 400
 	}

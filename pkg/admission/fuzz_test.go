@@ -61,8 +61,10 @@ func FuzzDecodeAdmissionReview(f *testing.F) {
 	enforce := testPolicy(f, policy.ModeEnforce)
 	warn := testPolicy(f, policy.ModeWarn)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, _, _, _ = admission.Review(warn, body)
-		_, d, resp, err := admission.Review(enforce, body)
+		_, _ = admission.Review(warn, body, new(policy.Input), new(policy.Decision))
+		var in policy.Input
+		var d policy.Decision
+		resp, err := admission.Review(enforce, body, &in, &d)
 		if err != nil {
 			return // not an AdmissionReview: the server answers 400
 		}

@@ -55,7 +55,8 @@ func TestEveryConsumerSeesTheSameImages(t *testing.T) {
 				object := `{"apiVersion":"` + apiVersion + `","kind":"` + k.kind + `","metadata":{"name":"x","namespace":"team-a"},` + fmt.Sprintf(k.object, f.spec) + `}`
 				body := review("v1", request(k.group, "v1", k.kind, "CREATE", object, "null"))
 
-				validated, _, _, err := admission.Review(p, body)
+				var validated policy.Input
+				_, err := admission.Review(p, body, &validated, new(policy.Decision))
 				if err != nil {
 					t.Fatal(err)
 				}

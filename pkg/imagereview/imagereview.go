@@ -105,22 +105,15 @@ func NewResponse(d *policy.Decision) Response {
 	}
 }
 
-// Review decodes body and judges it with p, returning the input it judged,
-// the decision and the reply to encode. An error means body is not an
-// ImageReview and deserves a 400.
-func Review(p *policy.Policy, body []byte) (policy.Input, policy.Decision, Response, error) {
-	var in policy.Input
-	var d policy.Decision
-	resp, err := ReviewInto(p, body, &in, &d)
-	return in, d, resp, err
-}
-
-// ReviewInto is Review for a server: it fills the caller's in and d instead
-// of returning them. Each HTTP/2 request runs on a new goroutine whose stack
-// starts small, and every frame holding its own copy of them on the way up
-// is stack that goroutine grows into by copying what it has, which costs
-// more than the whole decoding.
-func ReviewInto(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
+// Review decodes body and judges it with p, filling in with the input it
+// judged and d with the decision, and returns the reply to encode. An
+// error means body is not an ImageReview and deserves a 400.
+//
+// It fills the caller's in and d rather than returning them: each HTTP/2
+// request runs on a new goroutine whose stack starts small, and every frame
+// holding its own copy of them on the way up is stack that goroutine grows
+// into by copying what it has, which costs more than the whole decoding.
+func Review(p *policy.Policy, body []byte, in *policy.Input, d *policy.Decision) (Response, error) {
 	if err := decodeInto(body, in); err != nil {
 		return Response{}, err
 	}

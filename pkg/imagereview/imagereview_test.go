@@ -62,7 +62,9 @@ func TestDecode(t *testing.T) {
 func TestReviewCarriesNamespaceAnnotationsAndOrder(t *testing.T) {
 	t.Parallel()
 	body := `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"b:1"},{"image":"a:1"}],"namespace":"team-a","annotations":{"x.image-policy.k8s.io/break-glass":"true"}}}`
-	in, d, resp, err := imagereview.Review(corpusPolicy(t), []byte(body))
+	var in policy.Input
+	var d policy.Decision
+	resp, err := imagereview.Review(corpusPolicy(t), []byte(body), &in, &d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +107,9 @@ func TestReviewCannotBreakARunningPodByExpiring(t *testing.T) {
 				annotations += `,"ops.image-policy.k8s.io/expires":"` + tc.expires + `"`
 			}
 			body := `{"kind":"ImageReview","apiVersion":"imagepolicy.k8s.io/v1alpha1","spec":{"containers":[{"image":"nginx:1.25"}],"namespace":"default","annotations":{` + annotations + `}}}`
-			in, d, resp, err := imagereview.Review(p, []byte(body))
+			var in policy.Input
+			var d policy.Decision
+			resp, err := imagereview.Review(p, []byte(body), &in, &d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +142,8 @@ func FuzzDecodeImageReview(f *testing.F) {
 	p := corpusPolicy(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		review, err := imagereview.Decode(body)
-		_, d, resp, rerr := imagereview.Review(p, body)
+		var d policy.Decision
+		resp, rerr := imagereview.Review(p, body, new(policy.Input), &d)
 		if (err == nil) != (rerr == nil) {
 			t.Fatalf("Decode and Review disagree: %v / %v", err, rerr)
 		}
@@ -189,7 +194,8 @@ func BenchmarkReview(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, d, _, err := imagereview.Review(p, body); err != nil || !d.Allowed {
+		var d policy.Decision
+		if _, err := imagereview.Review(p, body, new(policy.Input), &d); err != nil || !d.Allowed {
 			b.Fatal(err, d.Violations)
 		}
 	}

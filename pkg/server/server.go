@@ -207,12 +207,12 @@ type reviewed struct {
 }
 
 func reviewImage(p *policy.Policy, body []byte, r *reviewed) (err error) {
-	r.reply, err = imagereview.ReviewInto(p, body, &r.in, &r.d)
+	r.reply, err = imagereview.Review(p, body, &r.in, &r.d)
 	return err
 }
 
 func reviewAdmission(p *policy.Policy, body []byte, r *reviewed) (err error) {
-	r.reply, err = admission.ReviewInto(p, body, &r.in, &r.d)
+	r.reply, err = admission.Review(p, body, &r.in, &r.d)
 	return err
 }
 
