@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,6 +224,18 @@ func waitFor(t *testing.T, h *harness, want, what string) {
 	}
 }
 
+// waitForLog waits, at most settle, until the log holds each of lines: the
+// reloader stores a policy before it logs why, so the line may follow the
+// first answer under the new policy by a moment.
+func waitForLog(h *harness, lines ...string) {
+	for deadline := time.Now().Add(settle); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		logs := h.logs.String()
+		if !slices.ContainsFunc(lines, func(l string) bool { return !strings.Contains(logs, l) }) {
+			return
+		}
+	}
+}
+
 // TestReloadUnderLoad rewrites a ConfigMap-style mounted policy while
 // reviews run concurrently: every answer is exactly the old policy's or the
 // new one's, a broken file changes nothing and says why, and /readyz stays
@@ -400,6 +413,7 @@ func TestWatchAndPollBackstops(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitFor(t, h, answer(t, policyB), "the edit")
+			waitForLog(h, tc.trigger)
 			if h.review(t, server.PathImagePolicy, probe) == before || !strings.Contains(h.logs.String(), tc.trigger) {
 				t.Errorf("want a reload by %q; logs:\n%s", tc.trigger, h.logs.String())
 			}
