@@ -74,11 +74,7 @@ func TestCacheIsBounded(t *testing.T) {
 // of images the rule allows.
 func TestPinNamesAreBounded(t *testing.T) {
 	t.Parallel()
-	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, PinDigests: true,
-		AllowedRegistries: []string{"registry.my.com"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := mustPolicy(t, policy.Options{PinDigests: true, AllowedRegistries: []string{"registry.my.com"}})
 	for i := range 3 * policy.CacheCap {
 		in := policy.Input{Images: []policy.Image{{Ref: fmt.Sprintf("registry.my.com/flood/app-%d:v1", i)}, {Ref: fmt.Sprintf("quay.io/refused/app-%d:v1", i)}}}
 		if pins := p.Pins(in, p.Rewrite(in)); len(pins) != 1 || pins[0].Lookup != in.Images[0].Ref {

@@ -75,11 +75,7 @@ func TestPinsTaggedImagesTheRuleAllows(t *testing.T) {
 // tag resolves to now, so Lookup drops the digest they carry.
 func TestTagsIncludePinnedImages(t *testing.T) {
 	t.Parallel()
-	p, err := policy.Compile(policy.Spec{Default: policy.RuleOptions{Name: policy.DefaultRuleName, PinDigests: true,
-		AllowedRegistries: []string{"registry.my.com"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := mustPolicy(t, policy.Options{PinDigests: true, AllowedRegistries: []string{"registry.my.com"}})
 	in := policy.Input{Namespace: "team-a", Images: []policy.Image{
 		{Container: "pinned", Ref: "registry.my.com/team/app:1.4" + shaDigest},
 		{Container: "digest-only", Ref: "registry.my.com/team/app" + shaDigest},
