@@ -289,95 +289,106 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	return m, patch
 }
 
-// maxConcurrentLookups bounds the lookups one review runs at once.
+// maxConcurrentLookups bounds the lookups one review, or one audit, runs
+// at once.
 const maxConcurrentLookups = 8
 
-// fewPins is how many pins pinAll collapses by comparing lookups in turn;
-// more take a map.
-const fewPins = 16
+// fewRefs is how many references ResolveEach collapses by comparing them
+// in turn; more take a map.
+const fewRefs = 16
 
-// pinAll resolves the lookup of each pin once and returns the outcome of
-// each, pins[i]'s at i. Answers res has cached are taken at once (see
-// [CachedResolver]); only the others are looked up, concurrently when
-// there are several. A digest is taken only if it is one that Ref@digest
-// would carry as a valid reference (see checkDigest).
+// pinAll resolves the lookup of each pin and returns the outcome of each,
+// pins[i]'s at i (see ResolveEach). A digest is taken only if it is one
+// that Ref@digest would carry as a valid reference (see checkDigest).
 func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
 	if len(pins) == 0 {
 		return nil
 	}
-	type answer struct {
-		lookup, digest string
-		err            error
-		done           bool
+	out := make([]Pin, len(pins))
+	ResolveEach(ctx, res, len(pins), func(i int) string { return pins[i].Lookup }, func(i int, digest string, err error) {
+		if err == nil {
+			err = checkDigest(digest)
+		}
+		if err != nil {
+			out[i] = Pin{Ref: pins[i].Ref, Err: err}
+			return
+		}
+		out[i] = Pin{Ref: pins[i].Ref, Pinned: pins[i].Ref + "@" + digest}
+	})
+	return out
+}
+
+// ResolveEach asks res for the digest of each of n references, ref(i) the
+// i-th, and passes each answer to answer, in order, once every lookup is
+// done: each distinct reference is asked once, answers res has cached are
+// taken at once (see [CachedResolver]), and only the others are looked up,
+// concurrently when there are several (at most 8 at a time), until ctx is
+// done. The mutating webhook pins with it, and `imagegate audit
+// --pin-digests` asks what tags resolve to today.
+func ResolveEach(ctx context.Context, res Resolver, n int, ref func(i int) string, answer func(i int, digest string, err error)) {
+	type lookup struct {
+		ref, digest string
+		err         error
+		done        bool
 	}
-	answers := make([]answer, 0, len(pins))
-	var few [fewPins]int
-	of := few[:0]           // pins[i]'s answer is answers[of[i]]
-	var seen map[string]int // lookup -> answer, for many pins only
-	if len(pins) > fewPins {
-		of, seen = make([]int, 0, len(pins)), make(map[string]int, len(pins))
+	lookups := make([]lookup, 0, n)
+	var few [fewRefs]int
+	of := few[:0]           // ref(i)'s answer is lookups[of[i]]
+	var seen map[string]int // reference -> lookup, for many references only
+	if n > fewRefs {
+		of, seen = make([]int, 0, n), make(map[string]int, n)
 	}
-	for _, pin := range pins {
-		j, ok := seen[pin.Lookup]
+	for i := range n {
+		r := ref(i)
+		j, ok := seen[r]
 		if seen == nil {
-			j = slices.IndexFunc(answers, func(a answer) bool { return a.lookup == pin.Lookup })
+			j = slices.IndexFunc(lookups, func(l lookup) bool { return l.ref == r })
 			ok = j >= 0
 		}
 		if !ok {
-			j = len(answers)
-			answers = append(answers, answer{lookup: pin.Lookup})
+			j = len(lookups)
+			lookups = append(lookups, lookup{ref: r})
 			if seen != nil {
-				seen[pin.Lookup] = j
+				seen[r] = j
 			}
 		}
 		of = append(of, j)
 	}
-	misses := len(answers)
+	misses := len(lookups)
 	if c, ok := res.(CachedResolver); ok {
-		for k := range answers {
-			a := &answers[k]
-			if a.digest, a.done, a.err = c.Cached(a.lookup); a.done {
+		for k := range lookups {
+			l := &lookups[k]
+			if l.digest, l.done, l.err = c.Cached(l.ref); l.done {
 				misses--
 			}
 		}
 	}
 	if misses > 0 {
 		sem := make(chan struct{}, maxConcurrentLookups)
-		ask := func(a *answer) {
+		ask := func(l *lookup) {
 			select {
 			case sem <- struct{}{}:
 				defer func() { <-sem }()
-				a.digest, a.err = res.Resolve(ctx, a.lookup)
+				l.digest, l.err = res.Resolve(ctx, l.ref)
 			case <-ctx.Done():
-				a.err = fmt.Errorf("the review's deadline passed before the registry was asked: %w", ctx.Err())
+				l.err = fmt.Errorf("the deadline passed before the registry was asked: %w", ctx.Err())
 			}
 		}
 		var wg sync.WaitGroup
-		for k := range answers {
-			switch a := &answers[k]; {
-			case a.done:
+		for k := range lookups {
+			switch l := &lookups[k]; {
+			case l.done:
 			case misses == 1: // nothing to wait for alongside it
-				ask(a)
+				ask(l)
 			default:
-				wg.Go(func() { ask(a) })
+				wg.Go(func() { ask(l) })
 			}
 		}
 		wg.Wait()
 	}
-	out := make([]Pin, len(pins))
-	for i, pin := range pins {
-		a := &answers[of[i]]
-		err := a.err
-		if err == nil {
-			err = checkDigest(a.digest)
-		}
-		if err != nil {
-			out[i] = Pin{Ref: pin.Ref, Err: err}
-			continue
-		}
-		out[i] = Pin{Ref: pin.Ref, Pinned: pin.Ref + "@" + a.digest}
+	for i, j := range of {
+		answer(i, lookups[j].digest, lookups[j].err)
 	}
-	return out
 }
 
 // checkDigest refuses a digest that would not make Ref@digest a valid

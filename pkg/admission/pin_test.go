@@ -199,7 +199,7 @@ func (c *cachingResolver) Resolve(_ context.Context, ref string) (string, error)
 func TestMutatePinsFromTheCacheAndLooksUpOnlyMisses(t *testing.T) {
 	t.Parallel()
 	gone := errors.New("the registry has no manifest for registry.my.com/team/gone:1")
-	var many, manyAsked []string // more images than pinAll compares one by one, of 20 references
+	var many, manyAsked []string // more images than ResolveEach compares one by one, of 20 references
 	for i := range 40 {
 		many = append(many, fmt.Sprintf("registry.my.com/team/app-%02d:1", i%20))
 		if i > 0 && i < 20 { // app-00 is cached

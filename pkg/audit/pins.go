@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/opencontainers/go-digest"
@@ -38,6 +37,15 @@ type Tag struct {
 	// Moved reports that the digest the object holds (Pinned, else
 	// Running) is not the one the tag resolves to today.
 	Moved bool `json:"moved,omitempty"`
+}
+
+// held is the digest the object holds: the one its reference carries,
+// else the one its container status says it runs; empty for neither.
+func (t Tag) held() string {
+	if t.Pinned != "" {
+		return t.Pinned
+	}
+	return t.Running
 }
 
 // state is what the table says of t.
@@ -118,47 +126,20 @@ func statusKey(source, container string) string { return source + "/" + containe
 // registry's reply.
 const maxErrorLen = 300
 
-// maxConcurrentLookups bounds the registry lookups an audit runs at once.
-const maxConcurrentLookups = 8
-
 // ResolveTags asks res what each of rep.Tags resolves to today, each
-// distinct tag once, a few at a time, and so which run unpinned and which
-// tags have moved. Without it every tag is "unresolved".
+// distinct tag once, a few at a time (see [admission.ResolveEach]), and so
+// which run unpinned and which tags have moved. Without it every tag is
+// "unresolved".
 func (rep *Report) ResolveTags(ctx context.Context, res admission.Resolver) {
-	type answer struct {
-		digest string
-		err    error
-	}
-	answers := map[string]*answer{}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxConcurrentLookups)
-	for _, t := range rep.Tags {
-		if answers[t.Lookup] != nil {
-			continue
-		}
-		a := &answer{}
-		answers[t.Lookup] = a
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			a.digest, a.err = res.Resolve(ctx, t.Lookup)
-		})
-	}
-	wg.Wait()
-	for i := range rep.Tags {
+	admission.ResolveEach(ctx, res, len(rep.Tags), func(i int) string { return rep.Tags[i].Lookup }, func(i int, digest string, err error) {
 		t := &rep.Tags[i]
-		a := answers[t.Lookup]
-		if a.err != nil {
-			t.Error = policy.Printable(a.err.Error(), maxErrorLen)
-			continue
+		if err != nil {
+			t.Error = policy.Printable(err.Error(), maxErrorLen)
+			return
 		}
-		t.Resolved = a.digest
-		held := t.Pinned
-		if held == "" {
-			held = t.Running
-		}
-		t.Moved = held != "" && held != a.digest
-	}
+		t.Resolved = digest
+		t.Moved = t.held() != "" && t.held() != digest
+	})
 }
 
 // tagCounts counts the tags by state.
@@ -184,15 +165,12 @@ func (rep *Report) writeTags(w io.Writer) error {
 		if state == "current" {
 			continue
 		}
-		held, now := t.Pinned, t.Resolved
-		if held == "" {
-			held = t.Running
-		}
+		now := t.Resolved
 		if t.Error != "" {
 			now = t.Error
 		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%s\t%s\t%s\n", t.Namespace, t.Kind, t.Name, t.containerLabel(),
-			quoteIfNeeded(t.Image), state, orDash(held), orDash(now))
+			quoteIfNeeded(t.Image), state, orDash(t.held()), orDash(now))
 	}
 	return tw.Flush()
 }
