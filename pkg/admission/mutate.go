@@ -235,7 +235,7 @@ func mutation(ctx context.Context, p *policy.Policy, res Resolver, req *admissio
 	}
 	if res != nil {
 		pins := p.Pins(m.Input, plan) // in the object's order, as m.Rewritten
-		results := pinAll(ctx, res, pins)
+		results := PinEach(ctx, res, pins)
 		m.Pinned = results[:0] // filled in place: no copy per pin
 		k := 0                 // m.Rewritten[k] is the first rewrite at or after image i
 		for j, pin := range results {
@@ -297,10 +297,13 @@ const maxConcurrentLookups = 8
 // in turn; more take a map.
 const fewRefs = 16
 
-// pinAll resolves the lookup of each pin and returns the outcome of each,
-// pins[i]'s at i (see ResolveEach). A digest is taken only if it is one
-// that Ref@digest would carry as a valid reference (see checkDigest).
-func pinAll(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
+// PinEach pins each of pins, as the mutating webhook does, through res,
+// and returns the outcome of each, pins[i]'s at i: Pinned is Ref@digest,
+// or Err says why it could not be pinned (see ResolveEach for how the
+// lookups are made). A digest is taken only if it is one that Ref@digest
+// would carry as a valid reference (see checkDigest). Only Ref, Pinned
+// and Err are set.
+func PinEach(ctx context.Context, res Resolver, pins []policy.Pin) []Pin {
 	if len(pins) == 0 {
 		return nil
 	}

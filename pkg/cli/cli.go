@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/imagegate/imagegate/pkg/admission"
 	"github.com/imagegate/imagegate/pkg/certs"
 	"github.com/imagegate/imagegate/pkg/config"
 	"github.com/imagegate/imagegate/pkg/digest"
@@ -209,11 +210,8 @@ func pin(res *digest.Resolver, p *policy.Policy, in policy.Input, plan policy.Re
 	if len(pins) == 0 {
 		return "", nil
 	}
-	d, err := res.Resolve(context.Background(), pins[0].Lookup)
-	if err != nil {
-		return "", err
-	}
-	return pins[0].Ref + "@" + d, nil
+	got := admission.PinEach(context.Background(), res, pins[:1])[0]
+	return got.Pinned, got.Err
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
