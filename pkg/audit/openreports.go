@@ -190,9 +190,9 @@ func (w *Written) write(ctx context.Context, rc dynamic.ResourceInterface, ns st
 	if err != nil {
 		return fmt.Errorf("convert Report %s in namespace %s: %w", ReportName, ns, err)
 	}
+	obj := &unstructured.Unstructured{Object: content}
+	obj.SetGroupVersionKind(ReportResource.GroupVersion().WithKind("Report"))
 	if old == nil {
-		obj := &unstructured.Unstructured{Object: content}
-		obj.SetGroupVersionKind(ReportResource.GroupVersion().WithKind("Report"))
 		obj.SetNamespace(ns)
 		obj.SetName(ReportName)
 		obj.SetLabels(map[string]string{managedByLabel: reportSource, nameLabel: reportSource})
@@ -207,10 +207,8 @@ func (w *Written) write(ctx context.Context, rc dynamic.ResourceInterface, ns st
 		w.Created++
 		return nil
 	}
-	// The listed object, so its resourceVersion guards the update, with
-	// every field but its metadata replaced.
-	obj := &unstructured.Unstructured{Object: content}
-	obj.SetGroupVersionKind(ReportResource.GroupVersion().WithKind("Report"))
+	// The listed object's metadata, so its resourceVersion guards the
+	// update, with every other field replaced.
 	md, _, _ := unstructured.NestedFieldNoCopy(old.Object, "metadata")
 	obj.Object["metadata"] = runtime.DeepCopyJSONValue(md)
 	labels := obj.GetLabels()
